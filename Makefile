@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean lock
+
+$(UV):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml $(UV)
+	test -x $(BIN)/python || $(UV) venv --quiet --python $(PY) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/dli-cancel demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+# Regenerate the lock files after changing dependencies in pyproject.toml.
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements.txt
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS)

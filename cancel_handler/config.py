@@ -1,0 +1,373 @@
+"""Configuration: the only module that reads the environment.
+
+``load_settings`` validates everything once and returns either a ``Settings`` or raises
+``ConfigError`` listing every problem. Secret values are wrapped in ``Secret`` so that
+``repr``/``str`` of any configuration object never shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+# Every variable the function reads (the deploy drift test checks deploy.yaml against it).
+KNOWN_VARIABLES = (
+    "DLI_ENDPOINT",
+    "DLI_REGION",
+    "DLI_PROJECT_ID",
+    "DLI_ALLOWED_PROJECT_IDS",
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "DLI_CREDENTIALS_FILE",
+    "DLI_AUTH",
+    "IAM_ENDPOINT",
+    "IAM_USERNAME",
+    "IAM_PASSWORD",
+    "IAM_PASSWORD_FILE",
+    "IAM_DOMAIN",
+    "RESULT_TOPIC",
+    "GOOGLE_CLOUD_PROJECT",
+    "DRY_RUN",
+    "DLI_TIMEOUT_S",
+    "DLI_MAX_ATTEMPTS",
+    "MAX_EVENT_AGE_S",
+    "MAX_JOBS_PER_EVENT",
+    "CANCEL_CONCURRENCY",
+    "BUDGET_THRESHOLD",
+    "BUDGET_TARGETS",
+    "FANOUT_TOPIC",
+    "FANOUT_THRESHOLD",
+    "PUSH_AUDIENCE",
+    "PUSH_SERVICE_ACCOUNT",
+    "MAX_BODY_BYTES",
+    "DLI_LOCAL_RUN",
+)
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``/f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class ConfigError(Exception):
+    """The configuration is missing or contradictory; ``problems`` names each issue."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class BudgetTarget:
+    project_id: str | None
+    queue_names: tuple[str, ...] = ()
+    job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IamSettings:
+    endpoint: str
+    username: str
+    password: Secret | None
+    password_file: str | None
+    domain: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    dli_endpoint: str
+    default_project_id: str | None
+    allowed_project_ids: frozenset[str]
+    auth_mode: str  # "aksk" | "token"
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
+    security_token: Secret | None = None
+    credentials_file: str | None = None
+    iam: IamSettings | None = None
+    result_topic: str | None = None
+    dry_run: bool = False
+    dli_timeout_s: float = 10.0
+    dli_max_attempts: int = 3
+    max_event_age_s: float = 3600.0
+    max_jobs_per_event: int = 1000
+    cancel_concurrency: int = 8
+    budget_threshold: float = 1.0
+    budget_targets: Mapping[str, BudgetTarget] = field(default_factory=dict)
+    fanout_topic: str | None = None
+    fanout_threshold: int = 100
+    push_audience: str | None = None
+    push_service_account: str | None = None
+    max_body_bytes: int = 65536
+    local_run: bool = False
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        self.problems.append(f"{name} must be true or false, got {raw!r}")
+        return default
+
+    def number(self, name: str, default: float, minimum: float, integer: bool = False) -> Any:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            self.problems.append(f"{name} must be {kind}, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be >= {minimum}, got {raw!r}")
+            return default
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raise ``ConfigError`` naming every problem."""
+    source = os.environ if env is None else env
+    r = _Reader(source)
+    local_run = r.flag("DLI_LOCAL_RUN", False)
+    endpoint = _endpoint(r)
+    default_project = _project_id(r, "DLI_PROJECT_ID")
+    allowed = _allowed_projects(r, default_project)
+    auth_mode = (r.text("DLI_AUTH") or "aksk").lower()
+    access_key = secret_key = security_token = None
+    credentials_file = r.text("DLI_CREDENTIALS_FILE")
+    iam = None
+    if auth_mode == "aksk":
+        access_key, secret_key, security_token = _aksk(r, credentials_file)
+    elif auth_mode == "token":
+        iam = _iam(r)
+    else:
+        r.problems.append(f"DLI_AUTH must be 'aksk' or 'token', got {auth_mode!r}")
+    result_topic = _result_topic(r, local_run)
+    settings = Settings(
+        dli_endpoint=endpoint or "",
+        default_project_id=default_project,
+        allowed_project_ids=allowed,
+        auth_mode=auth_mode,
+        access_key=access_key,
+        secret_key=secret_key,
+        security_token=security_token,
+        credentials_file=credentials_file,
+        iam=iam,
+        result_topic=result_topic,
+        dry_run=r.flag("DRY_RUN", False),
+        dli_timeout_s=r.number("DLI_TIMEOUT_S", 10.0, 0.1),
+        dli_max_attempts=r.number("DLI_MAX_ATTEMPTS", 3, 1, integer=True),
+        max_event_age_s=r.number("MAX_EVENT_AGE_S", 3600.0, 0),
+        max_jobs_per_event=r.number("MAX_JOBS_PER_EVENT", 1000, 1, integer=True),
+        cancel_concurrency=r.number("CANCEL_CONCURRENCY", 8, 1, integer=True),
+        budget_threshold=r.number("BUDGET_THRESHOLD", 1.0, 0),
+        budget_targets=_budget_targets(r),
+        fanout_topic=_topic_path(r.text("FANOUT_TOPIC"), r.text("GOOGLE_CLOUD_PROJECT")),
+        fanout_threshold=r.number("FANOUT_THRESHOLD", 100, 1, integer=True),
+        push_audience=r.text("PUSH_AUDIENCE"),
+        push_service_account=r.text("PUSH_SERVICE_ACCOUNT"),
+        max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
+        local_run=local_run,
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _endpoint(r: _Reader) -> str | None:
+    endpoint = r.text("DLI_ENDPOINT")
+    region = r.text("DLI_REGION")
+    if endpoint is None and region is not None:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+", region):
+            r.problems.append(f"DLI_REGION is not a region id: {region!r}")
+            return None
+        suffix = "eu" if region == "eu-west-101" else "com"
+        endpoint = f"https://dli.{region}.myhuaweicloud.{suffix}"
+    if endpoint is None:
+        r.problems.append("DLI_ENDPOINT or DLI_REGION is required")
+        return None
+    if not re.match(r"^https?://[^/\s]+", endpoint):
+        r.problems.append(f"DLI_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+        return None
+    return endpoint.rstrip("/")
+
+
+def _project_id(r: _Reader, name: str) -> str | None:
+    value = r.text(name)
+    if value is not None and not PROJECT_ID_RE.match(value):
+        r.problems.append(f"{name} must be 32 lower-case hex characters")
+        return None
+    return value
+
+
+def _allowed_projects(r: _Reader, default_project: str | None) -> frozenset[str]:
+    raw = r.text("DLI_ALLOWED_PROJECT_IDS")
+    if raw is None:
+        return frozenset([default_project]) if default_project else frozenset()
+    ids = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [i for i in ids if not PROJECT_ID_RE.match(i)]
+    if bad:
+        r.problems.append(f"DLI_ALLOWED_PROJECT_IDS has ids that are not 32 hex: {bad}")
+    return frozenset(i for i in ids if PROJECT_ID_RE.match(i))
+
+
+def _aksk(
+    r: _Reader, credentials_file: str | None
+) -> tuple[Secret | None, Secret | None, Secret | None]:
+    ak = r.text("HUAWEICLOUD_SDK_AK")
+    sk = r.text("HUAWEICLOUD_SDK_SK")
+    token = r.text("HUAWEICLOUD_SDK_SECURITY_TOKEN")
+    if credentials_file is None:
+        if ak is None or sk is None:
+            missing = [n for n, v in (("HUAWEICLOUD_SDK_AK", ak), ("HUAWEICLOUD_SDK_SK", sk)) if not v]
+            r.problems.append(
+                "AK/SK credentials missing: set " + " and ".join(missing) + " or DLI_CREDENTIALS_FILE"
+            )
+    elif not os.path.isfile(credentials_file):
+        r.problems.append(f"DLI_CREDENTIALS_FILE does not exist: {credentials_file}")
+    return (
+        Secret(ak) if ak else None,
+        Secret(sk) if sk else None,
+        Secret(token) if token else None,
+    )
+
+
+def _iam(r: _Reader) -> IamSettings | None:
+    endpoint = r.text("IAM_ENDPOINT")
+    username = r.text("IAM_USERNAME")
+    password = r.text("IAM_PASSWORD")
+    password_file = r.text("IAM_PASSWORD_FILE")
+    domain = r.text("IAM_DOMAIN")
+    missing = [
+        name
+        for name, value in (
+            ("IAM_ENDPOINT", endpoint),
+            ("IAM_USERNAME", username),
+            ("IAM_PASSWORD or IAM_PASSWORD_FILE", password or password_file),
+            ("IAM_DOMAIN", domain),
+        )
+        if not value
+    ]
+    if missing:
+        r.problems.append("DLI_AUTH=token needs " + ", ".join(missing))
+        return None
+    assert endpoint and username and domain
+    return IamSettings(
+        endpoint=endpoint.rstrip("/"),
+        username=username,
+        password=Secret(password) if password else None,
+        password_file=password_file,
+        domain=domain,
+    )
+
+
+def _topic_path(name: str | None, gcp_project: str | None) -> str | None:
+    if name is None or name.startswith("projects/"):
+        return name
+    return f"projects/{gcp_project}/topics/{name}" if gcp_project else None
+
+
+def _result_topic(r: _Reader, local_run: bool) -> str | None:
+    raw = r.text("RESULT_TOPIC")
+    gcp_project = r.text("GOOGLE_CLOUD_PROJECT")
+    if raw is None:
+        if not local_run:
+            r.problems.append("RESULT_TOPIC is required (or DLI_LOCAL_RUN=true to print results)")
+        return None
+    path = _topic_path(raw, gcp_project)
+    if path is None:
+        r.problems.append("RESULT_TOPIC is a bare name: set GOOGLE_CLOUD_PROJECT or a full path")
+    elif not re.fullmatch(r"projects/[^/]+/topics/[^/]+", path):
+        r.problems.append(f"RESULT_TOPIC must look like projects/P/topics/T, got {raw!r}")
+        return None
+    return path
+
+
+def _budget_targets(r: _Reader) -> dict[str, BudgetTarget]:
+    raw = r.text("BUDGET_TARGETS")
+    if raw is None:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        r.problems.append("BUDGET_TARGETS is not valid JSON")
+        return {}
+    if not isinstance(parsed, dict):
+        r.problems.append("BUDGET_TARGETS must be a JSON object of budgetId -> target")
+        return {}
+    targets: dict[str, BudgetTarget] = {}
+    for budget_id, spec in parsed.items():
+        target = _budget_target(r, str(budget_id), spec)
+        if target is not None:
+            targets[str(budget_id)] = target
+    return targets
+
+
+def _budget_target(r: _Reader, budget_id: str, spec: Any) -> BudgetTarget | None:
+    where = f"BUDGET_TARGETS[{budget_id!r}]"
+    if not isinstance(spec, dict):
+        r.problems.append(f"{where} must be an object")
+        return None
+    project = spec.get("project_id")
+    queues = spec.get("queue_names", [])
+    jobs = spec.get("job_ids", [])
+    ok = True
+    if project is not None and (not isinstance(project, str) or not PROJECT_ID_RE.match(project)):
+        r.problems.append(f"{where}.project_id must be 32 hex characters")
+        ok = False
+    for name, values in (("queue_names", queues), ("job_ids", jobs)):
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            r.problems.append(f"{where}.{name} must be a list of strings")
+            ok = False
+    if ok and not queues and not jobs:
+        r.problems.append(f"{where} names no queue_names and no job_ids")
+        ok = False
+    if not ok:
+        return None
+    return BudgetTarget(project_id=project, queue_names=tuple(queues), job_ids=tuple(jobs))

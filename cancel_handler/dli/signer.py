@@ -1,0 +1,118 @@
+"""SDK-HMAC-SHA256 request signing, as done by Huawei Cloud's official SDK.
+
+Written here, standard library only, because importing the official SDK costs ~0.7 s of
+cold start and writes ``$HOME/.huaweicloud/application_id`` at import time, which a read-only
+serverless filesystem rejects. Tests prove it byte-identical to the official signer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote
+
+ALGORITHM = "SDK-HMAC-SHA256"
+DATE_HEADER = "X-Sdk-Date"
+DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+QueryValue = str | bool | int | float | list[str]
+Query = Iterable[tuple[str, QueryValue]]
+
+
+def sdk_date(now: datetime | None = None) -> str:
+    """The ``X-Sdk-Date`` value for ``now`` (UTC)."""
+    return (now or datetime.now(UTC)).strftime(DATE_FORMAT)
+
+
+def canonical_uri(path: str) -> str:
+    segments = unquote(path).split("/")
+    uri = "/".join(quote(segment, safe="~") for segment in segments)
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def _query_text(value: str | bool | int | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def canonical_query(query: Query) -> str:
+    pairs: list[tuple[str, str]] = []
+    for key, value in query:
+        values = sorted(value) if isinstance(value, list) else [value]
+        pairs.extend((key, _query_text(v)) for v in values)
+    pairs.sort()
+    return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
+
+
+def signed_header_names(headers: Mapping[str, str]) -> list[str]:
+    """Every header is signed except those with an underscore in the name (SDK rule)."""
+    return sorted(name.lower() for name in headers if "_" not in name)
+
+
+def canonical_request(
+    method: str,
+    path: str,
+    query: Query,
+    headers: Mapping[str, str],
+    signed_names: list[str],
+    body: bytes,
+) -> str:
+    lowered = {name.lower(): str(value).strip() for name, value in headers.items()}
+    header_block = "".join(f"{name}:{lowered[name]}\n" for name in signed_names)
+    if not body:
+        payload_hash = EMPTY_BODY_SHA256
+    elif "x-sdk-content-sha256" in lowered:
+        payload_hash = lowered["x-sdk-content-sha256"]
+    else:
+        payload_hash = hashlib.sha256(body).hexdigest()
+    return "\n".join(
+        [
+            method.upper(),
+            canonical_uri(path),
+            canonical_query(query),
+            header_block,
+            ";".join(signed_names),
+            payload_hash,
+        ]
+    )
+
+
+def string_to_sign(canonical: str, date: str) -> str:
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return f"{ALGORITHM}\n{date}\n{digest}"
+
+
+def signature(secret_key: str, to_sign: str) -> str:
+    return hmac.new(secret_key.encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def authorization(
+    *,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    access_key: str,
+    secret_key: str,
+    query: Query = (),
+    body: bytes = b"",
+    signed_names: list[str] | None = None,
+) -> str:
+    """The ``Authorization`` header value for a request whose headers already hold
+    ``Host`` and ``X-Sdk-Date`` (and any ``X-Project-Id`` / ``X-Security-Token``)."""
+    names = signed_names if signed_names is not None else signed_header_names(headers)
+    date = _header(headers, DATE_HEADER)
+    canonical = canonical_request(method, path, query, headers, names, body)
+    sig = signature(secret_key, string_to_sign(canonical, date))
+    return f"{ALGORITHM} Access={access_key}, SignedHeaders={';'.join(names)}, Signature={sig}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    raise KeyError(name)
