@@ -39,6 +39,9 @@ KNOWN_VARIABLES = (
     "DRY_RUN",
     "DLI_TIMEOUT_S",
     "DLI_MAX_ATTEMPTS",
+    "DLI_RETRY_BASE_S",
+    "DLI_RETRY_MAX_S",
+    "RESULT_PUBLISH_TIMEOUT_S",
     "MAX_EVENT_AGE_S",
     "MAX_JOBS_PER_EVENT",
     "CANCEL_CONCURRENCY",
@@ -118,6 +121,9 @@ class Settings:
     dry_run: bool = False
     dli_timeout_s: float = 10.0
     dli_max_attempts: int = 3
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 10.0
+    publish_timeout_s: float = 30.0
     max_event_age_s: float = 3600.0
     max_jobs_per_event: int = 1000
     cancel_concurrency: int = 8
@@ -170,11 +176,13 @@ class _Reader:
         return value
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the configuration; raise ``ConfigError`` naming every problem."""
+def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None = None) -> Settings:
+    """Read and validate the configuration; raise ``ConfigError`` naming every problem.
+    ``local_run=True`` (CLI commands) prints results instead of requiring ``RESULT_TOPIC``."""
     source = os.environ if env is None else env
     r = _Reader(source)
-    local_run = r.flag("DLI_LOCAL_RUN", False)
+    if local_run is None:
+        local_run = r.flag("DLI_LOCAL_RUN", False)
     endpoint = _endpoint(r)
     default_project = _project_id(r, "DLI_PROJECT_ID")
     allowed = _allowed_projects(r, default_project)
@@ -203,6 +211,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dry_run=r.flag("DRY_RUN", False),
         dli_timeout_s=r.number("DLI_TIMEOUT_S", 10.0, 0.1),
         dli_max_attempts=r.number("DLI_MAX_ATTEMPTS", 3, 1, integer=True),
+        retry_base_delay_s=r.number("DLI_RETRY_BASE_S", 0.5, 0),
+        retry_max_delay_s=r.number("DLI_RETRY_MAX_S", 10.0, 0),
+        publish_timeout_s=r.number("RESULT_PUBLISH_TIMEOUT_S", 30.0, 0.1),
         max_event_age_s=r.number("MAX_EVENT_AGE_S", 3600.0, 0),
         max_jobs_per_event=r.number("MAX_JOBS_PER_EVENT", 1000, 1, integer=True),
         cancel_concurrency=r.number("CANCEL_CONCURRENCY", 8, 1, integer=True),
@@ -265,10 +276,9 @@ def _aksk(
     token = r.text("HUAWEICLOUD_SDK_SECURITY_TOKEN")
     if credentials_file is None:
         if ak is None or sk is None:
-            missing = [n for n, v in (("HUAWEICLOUD_SDK_AK", ak), ("HUAWEICLOUD_SDK_SK", sk)) if not v]
-            r.problems.append(
-                "AK/SK credentials missing: set " + " and ".join(missing) + " or DLI_CREDENTIALS_FILE"
-            )
+            pairs = (("HUAWEICLOUD_SDK_AK", ak), ("HUAWEICLOUD_SDK_SK", sk))
+            missing = " and ".join(name for name, value in pairs if not value)
+            r.problems.append(f"AK/SK credentials missing: set {missing} or DLI_CREDENTIALS_FILE")
     elif not os.path.isfile(credentials_file):
         r.problems.append(f"DLI_CREDENTIALS_FILE does not exist: {credentials_file}")
     return (
@@ -305,6 +315,13 @@ def _iam(r: _Reader) -> IamSettings | None:
         password_file=password_file,
         domain=domain,
     )
+
+
+def topic_path(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A full topic path for a bare name, in ``GOOGLE_CLOUD_PROJECT`` or ``PUBSUB_PROJECT_ID``."""
+    source = os.environ if env is None else env
+    project = source.get("GOOGLE_CLOUD_PROJECT") or source.get("PUBSUB_PROJECT_ID")
+    return _topic_path(name, project)
 
 
 def _topic_path(name: str | None, gcp_project: str | None) -> str | None:

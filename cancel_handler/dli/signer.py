@@ -40,12 +40,13 @@ def _query_text(value: str | bool | int | float) -> str:
 
 
 def canonical_query(query: Query) -> str:
-    pairs: list[tuple[str, str]] = []
-    for key, value in query:
-        values = sorted(value) if isinstance(value, list) else [value]
-        pairs.extend((key, _query_text(v)) for v in values)
-    pairs.sort()
-    return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
+    # Like the SDK: sort the raw (key, value) tuples first (so repeated keys order by raw value,
+    # e.g. 9 before 10, and list values compare as whole lists), then expand each list, sorted.
+    parts: list[str] = []
+    for key, value in sorted(query):
+        texts = [str(v) for v in sorted(value)] if isinstance(value, list) else [_query_text(value)]
+        parts.extend(f"{quote(key, safe='~')}={quote(text, safe='~')}" for text in texts)
+    return "&".join(parts)
 
 
 def signed_header_names(headers: Mapping[str, str]) -> list[str]:
@@ -65,7 +66,7 @@ def canonical_request(
     header_block = "".join(f"{name}:{lowered[name]}\n" for name in signed_names)
     if not body:
         payload_hash = EMPTY_BODY_SHA256
-    elif "x-sdk-content-sha256" in lowered:
+    elif lowered.get("x-sdk-content-sha256"):  # the SDK ignores an empty value
         payload_hash = lowered["x-sdk-content-sha256"]
     else:
         payload_hash = hashlib.sha256(body).hexdigest()

@@ -1,0 +1,438 @@
+"""DLI calls per job kind, retries of transient faults, and DLI answers -> outcomes.
+
+Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
+with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
+``max_attempts`` times. When they outlast the retries the call ends in ``TransientFailure``; the
+handler decides whether the event is delivered again or published as ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from cancel_handler.dli import signer
+from cancel_handler.dli.auth import Auth, AuthRefused, Call, IamUnavailable
+
+JobKind = Literal["sql", "spark", "flink"]
+Outcome = Literal["cancelled", "already_finished", "not_found", "rejected", "failed"]
+
+SQL_ACTIVE_STATES = ("RUNNING", "LAUNCHING", "SCALING")
+SQL_TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELLED"})
+SPARK_TERMINAL_STATES = frozenset({"success", "dead"})
+FLINK_TERMINAL_STATES = frozenset(
+    {"job_cancel_success", "job_finish", "job_submit_fail", "job_arrearage_stopped"}
+)
+NOT_FOUND_CODES = frozenset({"DLI.0002", "DLI.0023"})
+LIST_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class JobRef:
+    project_id: str
+    job_id: str
+    kind: JobKind = "sql"
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    outcome: str  # an Outcome, or "dry_run" when the handler skipped the call
+    is_success: bool
+    error_code: str | None = None
+    message: str = ""
+    http_status: int | None = None
+    request_id: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    timeout_s: float = 10.0
+    base_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+
+
+class TransientFailure(Exception):
+    """Transient faults outlasted every retry. ``error_code`` is ours: ``DLI_TIMEOUT``,
+    ``DLI_UNREACHABLE`` or ``DLI_HTTP_<status>``."""
+
+    def __init__(
+        self,
+        error_code: str,
+        message: str,
+        attempts: int,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{error_code} after {attempts} attempts: {message}")
+        self.error_code = error_code
+        self.message = message
+        self.attempts = attempts
+        self.http_status = http_status
+        self.request_id = request_id
+
+    def as_outcome(self) -> CallOutcome:
+        return CallOutcome(
+            outcome="failed",
+            is_success=False,
+            error_code=self.error_code,
+            message=self.message,
+            http_status=self.http_status,
+            request_id=self.request_id,
+            attempts=self.attempts,
+        )
+
+
+class DliRefused(Exception):
+    """DLI answered a read (status, list) with a definitive error."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(f"DLI refused: HTTP {answer.status} {answer.error_code}")
+        self.answer = answer
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A definitive (non-transient) DLI answer."""
+
+    status: int
+    body: Any
+    request_id: str | None
+    attempts: int
+
+    @property
+    def error_code(self) -> str | None:
+        return _error_pair(self.body)[0] if self.status >= 400 else None
+
+    @property
+    def error_message(self) -> str:
+        return _error_pair(self.body)[1] if self.status >= 400 else ""
+
+
+class DliClient:
+    def __init__(
+        self,
+        endpoint: str,
+        auth: Auth,
+        policy: RetryPolicy,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        self._base = endpoint.rstrip("/")
+        self._prefix = parts.path.rstrip("/")
+        self._host = parts.netloc
+        self._auth = auth
+        self._policy = policy
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._random = random.Random()
+        self._random_lock = threading.Lock()
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    def cancel(self, job: JobRef) -> CallOutcome:
+        """Cancel one job; raises ``TransientFailure`` when faults outlast the retries."""
+        try:
+            if job.kind == "spark":
+                return self._cancel_spark(job)
+            if job.kind == "flink":
+                return self._cancel_flink(job)
+            return self._cancel_sql(job)
+        except AuthRefused as refused:
+            return CallOutcome(
+                "rejected", False, refused.error_code, refused.message, refused.http_status
+            )
+
+    def _cancel_sql(self, job: JobRef) -> CallOutcome:
+        answer = self._call(Call("DELETE", self._job_path(job), job.project_id))
+        if answer.status == 200 and _flag(_field(answer.body, "is_success")):
+            return _cancelled(answer)
+        return self._explain_refusal(job, answer, self._sql_state)
+
+    def _cancel_spark(self, job: JobRef) -> CallOutcome:
+        path = f"{self._prefix}/v2.0/{_q(job.project_id)}/batches/{_q(job.job_id)}"
+        answer = self._call(Call("DELETE", path, job.project_id))
+        if answer.status == 200 and _field(answer.body, "msg") == "deleted":
+            return _cancelled(answer)
+        return self._explain_refusal(job, answer, self._spark_state)
+
+    def _cancel_flink(self, job: JobRef) -> CallOutcome:
+        path = f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/stop"
+        body = json.dumps({"job_ids": [int(job.job_id)], "trigger_savepoint": False})
+        answer = self._call(Call("POST", path, job.project_id, body=body.encode()))
+        per_job = answer.body[0] if isinstance(answer.body, list) and answer.body else {}
+        if answer.status == 200 and _flag(_field(per_job, "is_success")):
+            return _cancelled(answer)
+        if answer.status == 200:
+            answer = replace(answer, body=per_job)
+        return self._explain_refusal(job, answer, self._flink_state)
+
+    def _explain_refusal(
+        self, job: JobRef, answer: Answer, read_state: Callable[[JobRef], str | None]
+    ) -> CallOutcome:
+        """After a refused cancel, the job's state tells already-finished and not-found
+        apart from a real refusal. 401/403 are refusals: no state read can change that."""
+        code = answer.error_code or _field(answer.body, "error_code")
+        message = answer.error_message or str(_field(answer.body, "message") or "")
+        base = CallOutcome(
+            outcome="rejected",
+            is_success=False,
+            error_code=code or f"DLI_HTTP_{answer.status}",
+            message=message,
+            http_status=answer.status,
+            request_id=answer.request_id,
+            attempts=answer.attempts,
+        )
+        if answer.status in (401, 403):
+            return base
+        if code in NOT_FOUND_CODES or answer.status == 404:
+            return replace(base, outcome="not_found")
+        try:
+            state = read_state(job)
+        except DliRefused as refused:
+            if refused.answer.error_code in NOT_FOUND_CODES or refused.answer.status == 404:
+                return replace(base, outcome="not_found")
+            return base
+        if state is None:
+            return replace(base, outcome="not_found")
+        if _is_terminal(job.kind, state):
+            return replace(base, outcome="already_finished", message=f"job is {state}")
+        return base
+
+    # -- state and listing ----------------------------------------------------------------
+
+    def _sql_state(self, job: JobRef) -> str | None:
+        answer = self._read(Call("GET", self._job_path(job) + "/status", job.project_id))
+        status = _field(answer.body, "status")
+        return str(status) if status else None
+
+    def _spark_state(self, job: JobRef) -> str | None:
+        path = f"{self._prefix}/v2.0/{_q(job.project_id)}/batches/{_q(job.job_id)}/state"
+        state = _field(self._read(Call("GET", path, job.project_id)).body, "state")
+        return str(state) if state else None
+
+    def _flink_state(self, job: JobRef) -> str | None:
+        path = f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/{_q(job.job_id)}"
+        body = self._read(Call("GET", path, job.project_id)).body
+        detail = _field(body, "job_detail") or body
+        status = _field(detail, "status")
+        return str(status) if status else None
+
+    def list_active_sql_jobs(self, project_id: str, queue_name: str) -> list[str]:
+        """Every RUNNING, LAUNCHING or SCALING SQL job on the queue, across all pages."""
+        seen: dict[str, None] = {}
+        for state in SQL_ACTIVE_STATES:
+            for job in self._list_pages(project_id, queue_name, state):
+                if job.get("queue_name", queue_name) == queue_name and job.get("status") == state:
+                    seen.setdefault(str(job["job_id"]), None)
+        return list(seen)
+
+    def _list_pages(self, project_id: str, queue: str, state: str) -> Iterator[dict[str, Any]]:
+        path = f"{self._prefix}/v1.0/{_q(project_id)}/jobs"
+        page, fetched = 1, 0
+        while True:
+            query = (
+                ("current-page", str(page)),
+                ("job-status", state),
+                ("page-size", str(LIST_PAGE_SIZE)),
+                ("queue_name", queue),
+            )
+            body = self._read(Call("GET", path, project_id, query=query)).body
+            jobs = [
+                j for j in (_field(body, "jobs") or []) if isinstance(j, dict) and "job_id" in j
+            ]
+            yield from jobs
+            fetched += len(jobs)
+            total = _field(body, "job_count")
+            if (
+                not jobs
+                or len(jobs) < LIST_PAGE_SIZE
+                or (isinstance(total, int) and fetched >= total)
+            ):
+                return
+            page += 1
+
+    def _read(self, call: Call) -> Answer:
+        answer = self._call(call)
+        if answer.status >= 400 or _field(answer.body, "is_success") is False:
+            raise DliRefused(answer)
+        return answer
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _call(self, call: Call) -> Answer:
+        attempts = 0
+        reauthenticated = False
+        last: TransientFailure | None = None
+        while attempts < self._policy.max_attempts:
+            attempts += 1
+            try:
+                answer = self._send(call, attempts)
+            except _Transient as fault:
+                last = fault.failure(attempts)
+                if attempts < self._policy.max_attempts:
+                    self._sleep(self._backoff(attempts, fault.retry_after))
+                continue
+            if answer.status == 401 and not reauthenticated and self._auth.after_unauthorized(call):
+                reauthenticated = True
+                attempts -= 1  # a fresh credential gets a full set of attempts of its own
+                continue
+            return answer
+        assert last is not None
+        raise last
+
+    def _send(self, call: Call, attempt: int) -> Answer:
+        url = self._base[: len(self._base) - len(self._prefix)] + call.path
+        if call.query:
+            # the query goes on the wire exactly as it was signed (requests would write
+            # spaces as '+' where the signature has '%20')
+            url += "?" + signer.canonical_query(call.query)
+        try:
+            headers = self._auth.headers(call, self._host)
+            response = self._session.request(
+                call.method,
+                url,
+                data=call.body or None,
+                headers=headers,
+                timeout=self._policy.timeout_s,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise _Transient("DLI_TIMEOUT", _reason(exc)) from None
+        except requests.RequestException as exc:
+            raise _Transient("DLI_UNREACHABLE", _reason(exc)) from None
+        except IamUnavailable as exc:
+            raise _Transient(exc.error_code, exc.message, exc.http_status) from None
+        return _classify(response, attempt)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = self._policy.max_delay_s
+        if retry_after is not None:
+            return min(retry_after, cap)
+        with self._random_lock:
+            return self._random.uniform(0, min(cap, self._policy.base_delay_s * 2**attempt))
+
+    def _job_path(self, job: JobRef) -> str:
+        return f"{self._prefix}/v1.0/{_q(job.project_id)}/jobs/{_q(job.job_id)}"
+
+
+class _Transient(Exception):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def failure(self, attempts: int) -> TransientFailure:
+        return TransientFailure(
+            self.code, self.message, attempts, self.http_status, self.request_id
+        )
+
+
+def _classify(response: requests.Response, attempt: int) -> Answer:
+    request_id = response.headers.get("X-Request-Id")
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _Transient(
+            f"DLI_HTTP_{status}",
+            _snippet(response),
+            status,
+            request_id,
+            _retry_after(response.headers.get("Retry-After")),
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise _Transient(
+            f"DLI_HTTP_{status}", f"answer is not JSON: {_snippet(response)}", status, request_id
+        ) from None
+    return Answer(status, body, request_id, attempt)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _cancelled(answer: Answer) -> CallOutcome:
+    return CallOutcome(
+        outcome="cancelled",
+        is_success=True,
+        message=str(_field(answer.body, "message") or ""),
+        http_status=answer.status,
+        request_id=answer.request_id,
+        attempts=answer.attempts,
+    )
+
+
+def _is_terminal(kind: JobKind, state: str) -> bool:
+    if kind == "spark":
+        return state.lower() in SPARK_TERMINAL_STATES
+    if kind == "flink":
+        return state.lower() in FLINK_TERMINAL_STATES
+    return state.upper() in SQL_TERMINAL_STATES
+
+
+def _flag(value: Any) -> bool:
+    """DLI's success flags: a JSON true, or Flink's string "true"."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _field(body: Any, name: str) -> Any:
+    return body.get(name) if isinstance(body, dict) else None
+
+
+def _error_pair(body: Any) -> tuple[str | None, str]:
+    """The error code and message, the way the official SDK finds them."""
+    if not isinstance(body, dict):
+        return None, ""
+    for code_key, msg_key in (("error_code", "error_msg"), ("errorCode", "errorMsg")):
+        if code_key in body:
+            return str(body[code_key]), str(body.get(msg_key, ""))
+    for value in body.values():
+        if isinstance(value, dict):
+            code, message = _error_pair(value)
+            if code:
+                return code, message
+    return None, str(body.get("message", "") or body.get("error_msg", ""))
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _snippet(response: requests.Response) -> str:
+    return " ".join(response.text[:200].split())
+
+
+def _reason(exc: Exception) -> str:
+    """A short, secret-free description of a transport error."""
+    return type(exc).__name__

@@ -1,0 +1,103 @@
+"""Shared pytest set-up: the `emulator` mark, one Pub/Sub emulator per session, name helpers.
+
+Tests marked ``@pytest.mark.emulator`` need gcloud with the Pub/Sub emulator. Without it they
+are skipped on a developer machine and fail under ``CI=true`` (a CI run must not pass by
+skipping the end-to-end tests).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cancel_handler.local.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
+from tests.e2e_support import LocalStack, start_stack, stop_stack
+
+EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _require_gcloud() -> None:
+    if gcloud_available():
+        return
+    if _in_ci():
+        pytest.fail(
+            f"{EMULATOR_MISSING}: CI=true, so emulator tests must run, not be skipped. "
+            "Install the Google Cloud CLI with the pubsub-emulator component and Java.",
+            pytrace=False,
+        )
+    pytest.skip(EMULATOR_MISSING)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("emulator") is not None:
+        _require_gcloud()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[PubSubEmulator]:
+    """One started Pub/Sub emulator for the whole session (stopped at the end)."""
+    _require_gcloud()
+    emu = PubSubEmulator()
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """``unique_name("jobs")`` -> ``"jobs-1a2b3c4d"``: topic/subscription names per test."""
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def function_server() -> Iterator[Callable[..., FunctionServer]]:
+    """Factory: ``function_server(target, env, **kwargs)`` -> a started FunctionServer.
+
+    Every server it started is stopped when the test ends. ``kwargs`` go to FunctionServer
+    (``source`` defaults to the repo's main.py); ``timeout_s`` goes to ``start``.
+    """
+    started: list[FunctionServer] = []
+
+    def make(
+        target: str,
+        env: Mapping[str, str],
+        *,
+        source: str | Path = REPO_ROOT / "main.py",
+        timeout_s: float = 30,
+        **kwargs: Any,
+    ) -> FunctionServer:
+        server = FunctionServer(target, env, source=source, **kwargs)
+        started.append(server)
+        server.start(timeout_s)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(emulator: PubSubEmulator) -> Iterator[LocalStack]:
+    """The local stack (simulator, function, emulator project) shared by one test module."""
+    local = start_stack(emulator)
+    try:
+        yield local
+    finally:
+        stop_stack(local)
