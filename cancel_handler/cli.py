@@ -1,0 +1,167 @@
+"""``dli-cancel``: demo, serve, cancel, send, simulator (SPEC section 6)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulator":
+        from cancel_handler.local.simulator import main as simulator_main
+
+        return simulator_main(rest + _simulator_args(args))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    command: Any = {"demo": _demo, "serve": _serve, "cancel": _cancel, "send": _send}[args.command]
+    result: int = command(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dli-cancel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="the whole local stack, end to end")
+    serve = sub.add_parser("serve", help="run the function locally under functions-framework")
+    serve.add_argument(
+        "--target", default="cancel_dli_job", choices=["cancel_dli_job", "cancel_dli_job_http"]
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    cancel = sub.add_parser("cancel", help="cancel one job with the configured credentials")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--project-id")
+    cancel.add_argument("--kind", choices=["sql", "spark", "flink"], default="sql")
+    cancel.add_argument("--dry-run", action="store_true")
+    send = sub.add_parser("send", help="publish an event to Pub/Sub")
+    send.add_argument("event_type", choices=["job-timeout", "budget-exceeded"])
+    send.add_argument("--job-id", action="append", default=[], dest="job_ids")
+    send.add_argument("--queue", action="append", default=[], dest="queue_names")
+    send.add_argument("--project-id")
+    send.add_argument("--kind", choices=["sql", "spark", "flink"])
+    send.add_argument("--reason")
+    send.add_argument("--dry-run", action="store_true")
+    send.add_argument("--topic", help="topic name or path (default: the event type)")
+    sim = sub.add_parser("simulator", help="run the DLI simulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=0)
+    return parser
+
+
+def _simulator_args(args: argparse.Namespace) -> list[str]:
+    return ["--host", args.host, "--port", str(args.port)]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cancel_handler.local.demo import run
+
+    return run()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    source = REPO_ROOT / "main.py"
+    command = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        args.target,
+        "--source",
+        str(source),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execv(sys.executable, command)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from cancel_handler import handler
+    from cancel_handler.config import ConfigError, load_settings
+    from cancel_handler.envelopes import Delivery
+    from cancel_handler.results import PrintSink
+
+    try:
+        settings = load_settings(local_run=True)
+    except ConfigError as error:
+        print(f"dli-cancel: {error}", file=sys.stderr)
+        return 2
+    event: dict[str, Any] = {
+        "event_type": "job-timeout",
+        "job_id": args.job_id,
+        "job_kind": args.kind,
+        "dry_run": args.dry_run,
+        "reason": "dli-cancel cancel",
+    }
+    if args.project_id:
+        event["project_id"] = args.project_id
+    rt = handler.build_runtime(settings, sink=PrintSink(sys.stderr))
+    delivery = Delivery(json.dumps(event).encode(), {}, None, f"cli-{uuid.uuid4()}", None, "http")
+    try:
+        report = handler.process(delivery, rt)
+    except handler.RetryLater as error:
+        print(f"dli-cancel: not done, try again: {error}", file=sys.stderr)
+        return 3
+    for result in report.results:
+        print(json.dumps(result.to_dict(), indent=2))
+    return (
+        0
+        if all(r.outcome in ("cancelled", "already_finished", "dry_run") for r in report.results)
+        else 1
+    )
+
+
+def _send(args: argparse.Namespace) -> int:
+    from cancel_handler.config import topic_path
+
+    event: dict[str, Any] = {"event_type": args.event_type}
+    if args.event_type == "job-timeout":
+        if len(args.job_ids) != 1:
+            print("dli-cancel send job-timeout needs exactly one --job-id", file=sys.stderr)
+            return 2
+        event["job_id"] = args.job_ids[0]
+    else:
+        if not args.job_ids and not args.queue_names:
+            print("dli-cancel send budget-exceeded needs --job-id or --queue", file=sys.stderr)
+            return 2
+        if args.job_ids:
+            event["job_ids"] = args.job_ids
+        if args.queue_names:
+            event["queue_names"] = args.queue_names
+    for key, value in (
+        ("project_id", args.project_id),
+        ("job_kind", args.kind),
+        ("reason", args.reason),
+    ):
+        if value:
+            event[key] = value
+    if args.dry_run:
+        event["dry_run"] = True
+    topic = topic_path(args.topic or args.event_type)
+    if topic is None:
+        print(
+            "dli-cancel send: give --topic projects/P/topics/T or set GOOGLE_CLOUD_PROJECT",
+            file=sys.stderr,
+        )
+        return 2
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    message_id = publisher.publish(topic, json.dumps(event).encode()).result(timeout=60)
+    print(json.dumps({"topic": topic, "message_id": message_id, "event": event}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

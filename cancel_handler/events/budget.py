@@ -1,0 +1,146 @@
+"""Cloud Billing budget notifications (SPEC 2.3): act at the threshold, on configured targets.
+
+Google sends these several times a day whatever the spend, so a notification below
+``BUDGET_THRESHOLD`` (and one whose budget has no entry in ``BUDGET_TARGETS``) is ``Ignored``:
+nothing is cancelled and nothing is published. ``forecastThresholdExceeded`` alone never acts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from cancel_handler.config import BudgetTarget
+from cancel_handler.envelopes import Delivery
+from cancel_handler.events import common as c
+from cancel_handler.events.common import CancelEvent, EventRules, Ignored, InvalidEvent
+
+SCHEMA_VERSION = "1.0"
+
+
+class BudgetNotification(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="ignore",
+        frozen=True,
+        allow_inf_nan=False,
+        alias_generator=to_camel,
+    )
+
+    budget_display_name: str | None = None
+    cost_amount: float
+    budget_amount: float
+    alert_threshold_exceeded: float | None = None
+    forecast_threshold_exceeded: float | None = None
+    cost_interval_start: str | None = None
+    budget_amount_type: str | None = None
+    currency_code: str | None = None
+
+
+def is_budget_notification(payload: dict[str, Any], attributes: dict[str, str]) -> bool:
+    return ("costAmount" in payload and "budgetAmount" in payload) or (
+        "schemaVersion" in attributes and "budgetId" in attributes
+    )
+
+
+def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
+    _check_event_type(payload, delivery)
+    _check_schema_version(delivery.attributes)
+    note = c.validate_model(BudgetNotification, payload)
+    budget_id = delivery.attributes.get("budgetId")
+    name = c.show(note.budget_display_name or budget_id or "unnamed")
+    verdict = _threshold_reason(note, rules.budget_threshold)
+    if verdict is None:
+        return Ignored(_below_threshold(note, name, rules.budget_threshold))
+    found = _target(budget_id, rules)
+    if found is None:
+        return Ignored(
+            f"budget {name} (budgetId {c.show(budget_id)}) has no target in BUDGET_TARGETS"
+        )
+    key, target = found
+    where = f"BUDGET_TARGETS[{c.show(key)}]"
+    return CancelEvent(
+        event_type="budget-exceeded",
+        project_id=c.project_id(target.project_id, f"{where}.project_id"),
+        job_kind="sql",
+        job_ids=c.job_ids(
+            list(target.job_ids), "sql", f"{where}.job_ids", rules.max_jobs_per_event
+        ),
+        queue_names=c.queue_names(list(target.queue_names), f"{where}.queue_names"),
+        dry_run=False,
+        reason=f"budget {name} {verdict}",
+        context=_context(note, budget_id),
+        source_format="budget_notification",
+    )
+
+
+def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
+    return c.Partial(event_type=c.attempt(lambda: _check_event_type(payload, delivery)))
+
+
+def _check_event_type(payload: dict[str, Any], delivery: Delivery) -> str:
+    event_type = c.resolve_event_type(
+        delivery.topic,
+        payload.get("event_type"),
+        delivery.attributes.get("event_type"),
+        default="budget-exceeded",
+    )
+    if event_type != "budget-exceeded":
+        raise InvalidEvent(
+            "event_type",
+            f"event_type of a Cloud Billing budget notification is always budget-exceeded, "
+            f"not {event_type!r}",
+        )
+    return event_type
+
+
+def _check_schema_version(attributes: dict[str, str]) -> None:
+    version = attributes.get("schemaVersion")
+    if version is not None and version != SCHEMA_VERSION:
+        raise InvalidEvent(
+            "attributes.schemaVersion",
+            f"attributes.schemaVersion must be {SCHEMA_VERSION!r}, got {c.show(version)}",
+        )
+
+
+def _threshold_reason(note: BudgetNotification, threshold: float) -> str | None:
+    if note.cost_amount >= note.budget_amount * threshold:
+        return f"cost {_number(note.cost_amount)} >= {_number(note.budget_amount)} x {threshold!r}"
+    alert = note.alert_threshold_exceeded
+    if alert is not None and alert >= threshold:
+        return f"alertThresholdExceeded {alert!r} >= {threshold!r}"
+    return None
+
+
+def _below_threshold(note: BudgetNotification, name: str, threshold: float) -> str:
+    share = (
+        f"{note.cost_amount / note.budget_amount:.0%}"
+        if note.budget_amount > 0
+        else "an unknown share"
+    )
+    return f"budget {name} at {share} of its amount, below threshold {threshold!r}"
+
+
+def _target(budget_id: str | None, rules: EventRules) -> tuple[str, BudgetTarget] | None:
+    for key in (budget_id, "*"):
+        if key is not None and key in rules.budget_targets:
+            return key, rules.budget_targets[key]
+    return None
+
+
+def _context(note: BudgetNotification, budget_id: str | None) -> dict[str, Any]:
+    return {
+        "budget_id": c.clip(budget_id),
+        "budgetDisplayName": c.clip(note.budget_display_name),
+        "costAmount": note.cost_amount,
+        "budgetAmount": note.budget_amount,
+        "currencyCode": c.clip(note.currency_code),
+        "alertThresholdExceeded": note.alert_threshold_exceeded,
+        "costIntervalStart": c.clip(note.cost_interval_start),
+    }
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)

@@ -1,0 +1,100 @@
+"""Our own event schema (SPEC 2.1 job-timeout, 2.2 budget-exceeded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from cancel_handler.envelopes import Delivery
+from cancel_handler.events import common as c
+from cancel_handler.events.common import CancelEvent, EventRules, EventType, InvalidEvent, JobKind
+
+
+class OurEvent(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False)
+
+    event_type: str | None = None
+    project_id: str | None = None
+    job_id: Any = None
+    job_ids: list[Any] | None = None
+    job_kind: JobKind | None = None
+    queue_names: list[Any] | None = None
+    reason: str | None = None
+    dry_run: bool | None = None
+    budget: dict[str, Any] | None = None
+    source_event_id: str | None = None
+
+
+def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> CancelEvent:
+    event_type = _event_type(payload, delivery)
+    event = c.validate_model(OurEvent, payload)
+    kind: JobKind = event.job_kind or "sql"
+    project = c.project_id(event.project_id, "project_id")
+    queues: tuple[str, ...] = ()
+    context: dict[str, Any] = {}
+    if event_type == "job-timeout":
+        ids = _timeout_targets(event, kind)
+    else:
+        ids, queues = _budget_targets(event, kind, rules.max_jobs_per_event)
+        if event.budget:
+            context = {"budget": c.small_object(event.budget)}
+    return CancelEvent(
+        event_type=event_type,
+        project_id=project,
+        job_kind=kind,
+        job_ids=ids,
+        queue_names=queues,
+        dry_run=bool(event.dry_run),
+        reason=c.reason(event.reason),
+        context=context,
+        source_format="event",
+        source_event_id=c.source_event_id(event.source_event_id),
+    )
+
+
+def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
+    raw_kind = payload.get("job_kind")
+    kind: JobKind = raw_kind if raw_kind in c.JOB_KINDS else "sql"
+    many = payload.get("job_ids")
+    candidates = [payload.get("job_id")]
+    if isinstance(many, list) and len(many) <= rules.max_jobs_per_event:
+        candidates.extend(many)
+    return c.Partial(
+        event_type=c.attempt(lambda: _event_type(payload, delivery)),
+        job_ids=c.valid_job_ids(candidates, kind),
+        project_id=c.attempt(lambda: c.project_id(payload.get("project_id"), "project_id")),
+    )
+
+
+def _event_type(payload: dict[str, Any], delivery: Delivery) -> EventType:
+    return c.resolve_event_type(
+        delivery.topic, payload.get("event_type"), delivery.attributes.get("event_type")
+    )
+
+
+def _timeout_targets(event: OurEvent, kind: JobKind) -> tuple[str, ...]:
+    if event.job_ids is not None or event.queue_names is not None:
+        field = "job_ids" if event.job_ids is not None else "queue_names"
+        raise InvalidEvent(
+            field, f"{field} is for budget-exceeded events; a job-timeout names one job_id"
+        )
+    if event.job_id is None:
+        raise InvalidEvent("job_id", "job_id is required for a job-timeout event")
+    return (c.job_id(event.job_id, kind, "job_id"),)
+
+
+def _budget_targets(
+    event: OurEvent, kind: JobKind, limit: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if event.job_id is not None:
+        raise InvalidEvent(
+            "job_id", "job_id is for job-timeout events; a budget-exceeded event names job_ids"
+        )
+    ids = c.job_ids(event.job_ids or [], kind, "job_ids", limit)
+    queues = c.queue_names(event.queue_names or [], "queue_names")
+    if not ids and not queues:
+        raise InvalidEvent(
+            "job_ids", "a budget-exceeded event needs a non-empty job_ids or queue_names"
+        )
+    return ids, queues

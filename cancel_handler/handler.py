@@ -1,0 +1,354 @@
+"""One delivery, start to finish: envelope -> event -> plan -> DLI calls -> results.
+
+Decides acknowledge vs. retry: ``process`` returns when every job of the event has a published
+result, and raises ``RetryLater`` when the event must be delivered again (transient faults on a
+young event, a result that could not be published, a configuration error).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from cancel_handler import logs
+from cancel_handler.config import ConfigError, Settings, load_settings
+from cancel_handler.dli.auth import AuthRefused, CredentialsUnavailable, build_auth
+from cancel_handler.dli.client import (
+    CallOutcome,
+    DliClient,
+    DliRefused,
+    JobRef,
+    RetryPolicy,
+    TransientFailure,
+)
+from cancel_handler.envelopes import Delivery, EnvelopeError
+from cancel_handler.events import CancelEvent, EventRules, Ignored, InvalidEvent, parse_event
+from cancel_handler.plan import Plan, Verdict, build_plan
+from cancel_handler.results import PrintSink, PublishError, PubSubSink, ResultEvent, ResultSink
+
+
+class RetryLater(Exception):
+    """The event must be delivered again (Pub/Sub: not acknowledged; HTTP: 503)."""
+
+
+@dataclass
+class Report:
+    results: list[ResultEvent] = field(default_factory=list)
+    ignored: str | None = None
+    invalid: bool = False
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: DliClient
+    sink: ResultSink
+    rules: EventRules
+
+
+_runtime: Runtime | None = None
+_config_error: ConfigError | None = None
+_runtime_lock = threading.Lock()
+
+
+def startup() -> None:
+    """Validate the configuration once, at instance start, and say what is wrong."""
+    global _config_error
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        _config_error = error
+        logs.error(
+            "configuration error: every event will be retried until it is fixed",
+            problems=error.problems,
+        )
+        return
+    _register_secrets(settings)
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = build_runtime(load_settings_or_raise())
+    return _runtime
+
+
+def load_settings_or_raise() -> Settings:
+    if _config_error is not None:
+        raise RetryLater(str(_config_error))
+    try:
+        return load_settings()
+    except ConfigError as error:
+        raise RetryLater(str(error)) from None
+
+
+def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime:
+    _register_secrets(settings)
+    session = requests.Session()
+    pool = max(16, settings.cancel_concurrency * 2)
+    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+    session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+    policy = RetryPolicy(
+        max_attempts=settings.dli_max_attempts,
+        timeout_s=settings.dli_timeout_s,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=settings.retry_max_delay_s,
+    )
+    client = DliClient(settings.dli_endpoint, build_auth(settings, session), policy, session)
+    if sink is None:
+        sink = (
+            PubSubSink(settings.result_topic, settings.publish_timeout_s)
+            if settings.result_topic
+            else PrintSink()
+        )
+    return Runtime(settings, client, sink, EventRules.from_settings(settings))
+
+
+def _register_secrets(settings: Settings) -> None:
+    for secret in (settings.access_key, settings.secret_key, settings.security_token):
+        if secret:
+            logs.register_secret(secret.reveal())
+    if settings.iam and settings.iam.password:
+        logs.register_secret(settings.iam.password.reveal())
+
+
+# -- one delivery ----------------------------------------------------------------------------
+
+
+def process(delivery: Delivery, rt: Runtime) -> Report:
+    try:
+        parsed = parse_event(delivery, rt.rules)
+    except InvalidEvent as invalid:
+        return _publish_invalid(rt, delivery, invalid.field, invalid.message, invalid)
+    if isinstance(parsed, Ignored):
+        logs.info("event ignored", event_id=delivery.event_id, reason=parsed.reason)
+        return Report(ignored=parsed.reason)
+    return _handle_event(rt, delivery, parsed)
+
+
+def reject_envelope(rt: Runtime, error: EnvelopeError) -> Report:
+    delivery = Delivery(b"", {}, error.topic, error.event_id or "unknown", None, "http")
+    return _publish_invalid(rt, delivery, error.field, error.message, None)
+
+
+def _publish_invalid(
+    rt: Runtime, delivery: Delivery, field_name: str, message: str, invalid: InvalidEvent | None
+) -> Report:
+    job_ids: tuple[str, ...] = invalid.job_ids if invalid else ()
+    text = message if message.startswith(field_name) else f"{field_name}: {message}"
+    result = ResultEvent(
+        event_type=(invalid.event_type if invalid else None) or delivery.topic,
+        source_event_id=delivery.event_id,
+        project_id=invalid.project_id if invalid else None,
+        job_id=job_ids[0] if len(job_ids) == 1 else "",
+        job_kind="sql",
+        outcome="invalid_event",
+        is_success=False,
+        error_code="INVALID_EVENT",
+        message=text,
+        http_status=None,
+        dli_request_id=None,
+        attempts=0,
+        dry_run=False,
+        reason=None,
+    )
+    logs.warning("invalid event", event_id=delivery.event_id, field=field_name, error=text)
+    _publish(rt, [result], delivery)
+    return Report(results=[result], invalid=True)
+
+
+def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent) -> Report:
+    young = _age_s(delivery) < rt.settings.max_event_age_s
+    try:
+        plan = build_plan(event, rt.settings, rt.client)
+    except TransientFailure as listing_failure:
+        if young:
+            logs.warning(
+                "DLI unreachable while listing jobs; retry",
+                event_id=delivery.event_id,
+                error_code=listing_failure.error_code,
+            )
+            raise RetryLater(str(listing_failure)) from None
+        plan = _failed_listing(event, listing_failure)
+    except (AuthRefused, DliRefused) as refused:
+        plan = _refused_listing(event, refused)
+    except CredentialsUnavailable as missing:
+        raise RetryLater(str(missing)) from None
+    factory = _ResultFactory(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
+    results = [factory.from_verdict(v) for v in plan.verdicts]
+    outcomes, transient = _cancel_all(rt, plan.targets, dry_run=factory.dry_run)
+    results += [factory.from_outcome(job, outcome) for job, outcome in outcomes]
+    if transient and not young:
+        results += [factory.from_outcome(job, f.as_outcome()) for job, f in transient]
+    _publish(rt, results, delivery)
+    _log_results(delivery, results)
+    if transient and young:
+        first_job, first_fault = transient[0]
+        logs.warning(
+            "transient DLI fault outlasted the retries; the event will be delivered again",
+            event_id=delivery.event_id,
+            job_id=first_job.job_id,
+            error_code=first_fault.error_code,
+            attempts=first_fault.attempts,
+        )
+        raise RetryLater(f"{len(transient)} job(s) hit transient faults: {first_fault}")
+    return Report(results=results)
+
+
+def _cancel_all(
+    rt: Runtime, targets: Sequence[JobRef], dry_run: bool
+) -> tuple[list[tuple[JobRef, CallOutcome]], list[tuple[JobRef, TransientFailure]]]:
+    if dry_run:
+        return [(t, CallOutcome("dry_run", False)) for t in targets], []
+    def attempt(job: JobRef) -> (CallOutcome | TransientFailure):
+        return _try_cancel(rt, job)
+    if len(targets) <= 1:
+        answers = [attempt(t) for t in targets]
+    else:
+        workers = min(rt.settings.cancel_concurrency, len(targets))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
+            answers = list(pool.map(attempt, targets))
+    done = [(t, a) for t, a in zip(targets, answers, strict=True) if isinstance(a, CallOutcome)]
+    failed = [
+        (t, a) for t, a in zip(targets, answers, strict=True) if isinstance(a, TransientFailure)
+    ]
+    return done, failed
+
+
+def _try_cancel(rt: Runtime, job: JobRef) -> CallOutcome | TransientFailure:
+    try:
+        return rt.client.cancel(job)
+    except TransientFailure as failure:
+        return failure
+
+
+def _publish(rt: Runtime, results: list[ResultEvent], delivery: Delivery) -> None:
+    try:
+        rt.sink.publish(results)
+    except PublishError as error:
+        logs.error(
+            "result publish failed; the event will be delivered again",
+            event_id=delivery.event_id,
+            error=str(error),
+        )
+        raise RetryLater(str(error)) from None
+
+
+def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:
+    for result in results:
+        severity = (
+            "INFO"
+            if result.outcome in ("cancelled", "already_finished", "dry_run", "nothing_to_cancel")
+            else "WARNING"
+        )
+        logs.log(
+            severity,
+            f"job {result.job_id or result.queue_name}: {result.outcome}",
+            event_id=delivery.event_id,
+            event_type=result.event_type,
+            job_id=result.job_id,
+            project_id=result.project_id,
+            outcome=result.outcome,
+            error_code=result.error_code,
+            attempts=result.attempts,
+        )
+
+
+def _age_s(delivery: Delivery) -> float:
+    if delivery.published_at is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - delivery.published_at).total_seconds())
+
+
+def _failed_listing(event: CancelEvent, failure: TransientFailure) -> Plan:
+    verdicts = [
+        Verdict("failed", failure.error_code, f"listing queue {q}: {failure.message}", queue_name=q)
+        for q in event.queue_names
+    ]
+    return Plan(project_id=event.project_id, verdicts=verdicts)
+
+
+def _refused_listing(event: CancelEvent, refused: AuthRefused | DliRefused) -> Plan:
+    if isinstance(refused, AuthRefused):
+        code, message = refused.error_code, refused.message
+    else:
+        code = refused.answer.error_code or f"DLI_HTTP_{refused.answer.status}"
+        message = refused.answer.error_message
+    verdicts = [
+        Verdict("rejected", code, f"listing queue {q}: {message}", queue_name=q)
+        for q in event.queue_names
+    ]
+    return Plan(project_id=event.project_id, verdicts=verdicts)
+
+
+class _ResultFactory:
+    def __init__(
+        self,
+        delivery: Delivery,
+        event: CancelEvent,
+        project_id: str | None,
+        queue_of: dict[str, str],
+        dry_run_default: bool,
+    ) -> None:
+        self.delivery = delivery
+        self.event = event
+        self.project_id = project_id
+        self.queue_of = queue_of
+        self.dry_run = event.dry_run or dry_run_default
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "event_type": self.event.event_type,
+            "source_event_id": self.event.source_event_id or self.delivery.event_id,
+            "project_id": self.project_id,
+            "dry_run": self.dry_run,
+            "reason": self.event.reason,
+            "context": self.event.context,
+        }
+
+    def from_verdict(self, verdict: Verdict) -> ResultEvent:
+        return ResultEvent(
+            job_id=verdict.job_id,
+            job_kind=verdict.job_kind,
+            outcome=verdict.outcome,
+            is_success=False,
+            error_code=verdict.error_code,
+            message=verdict.message,
+            http_status=None,
+            dli_request_id=None,
+            attempts=0,
+            queue_name=verdict.queue_name,
+            **self._common(),
+        )
+
+    def from_outcome(self, job: JobRef, outcome: CallOutcome) -> ResultEvent:
+        message = outcome.message
+        if outcome.outcome == "dry_run":
+            message = "dry run: the cancel API was not called"
+        return ResultEvent(
+            job_id=job.job_id,
+            job_kind=job.kind,
+            outcome=outcome.outcome,
+            is_success=outcome.is_success,
+            error_code=outcome.error_code,
+            message=message,
+            http_status=outcome.http_status,
+            dli_request_id=outcome.request_id,
+            attempts=outcome.attempts,
+            queue_name=self.queue_of.get(job.job_id),
+            **self._common(),
+        )
+
+
+def results_json(results: Sequence[ResultEvent], **extra: Any) -> str:
+    return json.dumps({"results": [r.to_dict() for r in results], **extra})

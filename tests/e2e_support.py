@@ -1,0 +1,96 @@
+"""The local stack for end-to-end tests: DLI simulator + function under functions-framework +
+Pub/Sub emulator (topics, push subscriptions to the function, a pull subscription on results).
+
+Each stack lives in its own emulator project, so the topic names stay the real ones
+(``job-timeout``, ``budget-exceeded``) without two stacks seeing each other's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cancel_handler.local.simulator import Simulator
+from cancel_handler.local.stack import FunctionServer, PubSubEmulator
+
+PROJECT_ID = "0123456789abcdef0123456789abcdef"
+OTHER_PROJECT_ID = "fedcba9876543210fedcba9876543210"
+ACCESS_KEY = "E2EACCESSKEY0000"
+SECRET_KEY = "e2e-secret-key-9f8e7d6c5b4a3210"
+RESULT_TOPIC = "dli-cancel-results"
+TRIGGER_TOPICS = ("job-timeout", "budget-exceeded")
+
+
+def base_env(sim: Simulator) -> dict[str, str]:
+    return {
+        "DLI_ENDPOINT": sim.base_url,
+        "DLI_PROJECT_ID": PROJECT_ID,
+        "HUAWEICLOUD_SDK_AK": ACCESS_KEY,
+        "HUAWEICLOUD_SDK_SK": SECRET_KEY,
+        "DLI_RETRY_BASE_S": "0.05",
+        "DLI_RETRY_MAX_S": "2",
+        "DLI_TIMEOUT_S": "3",
+    }
+
+
+@dataclass
+class LocalStack:
+    sim: Simulator
+    pubsub: PubSubEmulator
+    server: FunctionServer
+    results_subscription: str
+    _buffer: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def publish(self, topic: str, event: Mapping[str, Any] | bytes, **attributes: str) -> str:
+        data = event if isinstance(event, bytes) else json.dumps(event).encode()
+        return self.pubsub.publish(topic, data, **attributes)
+
+    def results_for(self, event_id: str, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
+        """The results whose ``source_event_id`` is ``event_id`` (waits for ``count``)."""
+        got = self._buffer.setdefault(event_id, [])
+        if len(got) < count:
+            for message in self.pubsub.pull(self.results_subscription, count - len(got), timeout_s):
+                result = message.json()
+                result["_attributes"] = message.attributes
+                self._buffer.setdefault(result["source_event_id"], []).append(result)
+        return self._buffer.get(event_id, [])
+
+    def no_more_results(self, event_id: str, wait_s: float = 2.0) -> bool:
+        before = len(self._buffer.get(event_id, []))
+        return len(self.results_for(event_id, before + 1, timeout_s=wait_s)) == before
+
+
+def start_stack(
+    emulator: PubSubEmulator,
+    env: Mapping[str, str] | None = None,
+    sim: Simulator | None = None,
+    target: str = "cancel_dli_job",
+) -> LocalStack:
+    """A fresh stack in its own emulator project; stop it with ``stop_stack``."""
+    if sim is None:
+        sim = Simulator(credentials={ACCESS_KEY: SECRET_KEY})
+        sim.start()
+    pubsub = emulator.with_project(f"e2e-{uuid.uuid4().hex[:10]}")
+    pubsub.create_topic(RESULT_TOPIC)
+    results_sub = pubsub.create_pull_subscription("results-test", RESULT_TOPIC)
+    server = FunctionServer(
+        target,
+        {**base_env(sim), **pubsub.env(), "RESULT_TOPIC": RESULT_TOPIC, **(env or {})},
+    )
+    server.start()
+    for topic in TRIGGER_TOPICS:
+        pubsub.create_topic(topic)
+        pubsub.create_push_subscription(
+            f"{topic}-push", topic, pubsub.push_endpoint(server.url, topic), ack_deadline_s=20
+        )
+    return LocalStack(sim, pubsub, server, results_sub)
+
+
+def stop_stack(stack: LocalStack) -> None:
+    for topic in TRIGGER_TOPICS:
+        stack.pubsub.delete_subscription(f"{topic}-push")
+    stack.server.stop()
+    stack.sim.stop()
