@@ -70,6 +70,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     source = REPO_ROOT / "main.py"
+    if not source.is_file():
+        print(
+            f"dli-cancel serve: {source} not found; run from a source checkout (pip install -e .)",
+            file=sys.stderr,
+        )
+        return 2
     command = [
         sys.executable,
         "-m",
@@ -148,7 +154,8 @@ def _send(args: argparse.Namespace) -> int:
             event[key] = value
     if args.dry_run:
         event["dry_run"] = True
-    topic = topic_path(args.topic or args.event_type)
+    name = args.topic or args.event_type
+    topic = topic_path(name) or _default_credentials_topic(name)
     if topic is None:
         print(
             "dli-cancel send: give --topic projects/P/topics/T or set GOOGLE_CLOUD_PROJECT",
@@ -157,10 +164,30 @@ def _send(args: argparse.Namespace) -> int:
         return 2
     from google.cloud import pubsub_v1
 
+    # The usual Google credentials chain; with PUBSUB_EMULATOR_HOST set, the emulator.
     publisher = pubsub_v1.PublisherClient()
-    message_id = publisher.publish(topic, json.dumps(event).encode()).result(timeout=60)
+    try:
+        message_id = publisher.publish(topic, json.dumps(event).encode()).result(timeout=60)
+    except Exception as error:  # NotFound, PermissionDenied, timeouts: say which, exit 1
+        print(f"dli-cancel send: publishing to {topic} failed: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({"topic": topic, "message_id": message_id, "event": event}))
     return 0
+
+
+def _default_credentials_topic(name: str) -> str | None:
+    """``projects/<P>/topics/<name>`` with P from the Google default credentials (gcloud's
+    project for user credentials), when neither the name nor the environment gives one."""
+    if name.startswith("projects/") or os.environ.get("PUBSUB_EMULATOR_HOST"):
+        return None
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        _, project = google.auth.default()
+    except DefaultCredentialsError:
+        return None
+    return f"projects/{project}/topics/{name}" if project else None
 
 
 if __name__ == "__main__":
