@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -41,6 +42,7 @@ KNOWN_VARIABLES = (
     "DLI_MAX_ATTEMPTS",
     "DLI_RETRY_BASE_S",
     "DLI_RETRY_MAX_S",
+    "DLI_EVENT_BUDGET_S",
     "RESULT_PUBLISH_TIMEOUT_S",
     "MAX_EVENT_AGE_S",
     "MAX_JOBS_PER_EVENT",
@@ -51,6 +53,7 @@ KNOWN_VARIABLES = (
     "FANOUT_THRESHOLD",
     "PUSH_AUDIENCE",
     "PUSH_SERVICE_ACCOUNT",
+    "PUSH_CERTS_URL",
     "MAX_BODY_BYTES",
     "DLI_LOCAL_RUN",
 )
@@ -80,6 +83,49 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+class CredentialsFileError(ValueError):
+    """A credentials file is missing, unreadable or malformed (the message names no secret)."""
+
+
+def read_credentials_file(path: str) -> tuple[str, str, str | None]:
+    """``(ak, sk, security_token)`` from a JSON file ``{"ak", "sk", "security_token"?}``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise CredentialsFileError(
+            f"DLI_CREDENTIALS_FILE {path} unreadable: {exc.strerror}"
+        ) from None
+    except ValueError:
+        raise CredentialsFileError(f"DLI_CREDENTIALS_FILE {path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CredentialsFileError(f"DLI_CREDENTIALS_FILE {path} must hold a JSON object")
+    ak, sk, token = data.get("ak"), data.get("sk"), data.get("security_token")
+    if not isinstance(ak, str) or not ak.strip() or not isinstance(sk, str) or not sk.strip():
+        raise CredentialsFileError(
+            f"DLI_CREDENTIALS_FILE {path} needs non-empty strings 'ak' and 'sk'"
+        )
+    if token is not None and not isinstance(token, str):
+        raise CredentialsFileError(
+            f"DLI_CREDENTIALS_FILE {path}: 'security_token' must be a string"
+        )
+    return ak.strip(), sk.strip(), (token.strip() or None) if token else None
+
+
+def read_password_file(path: str) -> str:
+    """The IAM password in ``path`` (surrounding whitespace and the final newline dropped)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            password = handle.read().strip()
+    except OSError as exc:
+        raise CredentialsFileError(f"IAM_PASSWORD_FILE {path} unreadable: {exc.strerror}") from None
+    except ValueError:
+        raise CredentialsFileError(f"IAM_PASSWORD_FILE {path} is not UTF-8 text") from None
+    if not password:
+        raise CredentialsFileError(f"IAM_PASSWORD_FILE {path} is empty")
+    return password
 
 
 class ConfigError(Exception):
@@ -123,6 +169,7 @@ class Settings:
     dli_max_attempts: int = 3
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 10.0
+    event_budget_s: float = 45.0  # all DLI calls of one event, retries included
     publish_timeout_s: float = 30.0
     max_event_age_s: float = 3600.0
     max_jobs_per_event: int = 1000
@@ -133,6 +180,7 @@ class Settings:
     fanout_threshold: int = 100
     push_audience: str | None = None
     push_service_account: str | None = None
+    push_certs_url: str = GOOGLE_CERTS_URL
     max_body_bytes: int = 65536
     local_run: bool = False
 
@@ -213,6 +261,7 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         dli_max_attempts=r.number("DLI_MAX_ATTEMPTS", 3, 1, integer=True),
         retry_base_delay_s=r.number("DLI_RETRY_BASE_S", 0.5, 0),
         retry_max_delay_s=r.number("DLI_RETRY_MAX_S", 10.0, 0),
+        event_budget_s=r.number("DLI_EVENT_BUDGET_S", 45.0, 0.1),
         publish_timeout_s=r.number("RESULT_PUBLISH_TIMEOUT_S", 30.0, 0.1),
         max_event_age_s=r.number("MAX_EVENT_AGE_S", 3600.0, 0),
         max_jobs_per_event=r.number("MAX_JOBS_PER_EVENT", 1000, 1, integer=True),
@@ -223,12 +272,34 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         fanout_threshold=r.number("FANOUT_THRESHOLD", 100, 1, integer=True),
         push_audience=r.text("PUSH_AUDIENCE"),
         push_service_account=r.text("PUSH_SERVICE_ACCOUNT"),
+        push_certs_url=_certs_url(r),
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
         local_run=local_run,
     )
     if r.problems:
-        raise ConfigError(r.problems)
+        raise ConfigError(_without_secrets(r.problems, source))
     return settings
+
+
+_SECRET_VARIABLES = (
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "IAM_PASSWORD",
+)
+
+
+def _without_secrets(problems: list[str], env: Mapping[str, str]) -> list[str]:
+    """Problems quote the values they refuse; a secret pasted into the wrong variable must not
+    reach the log that way."""
+    values = [env.get(name, "").strip() for name in _SECRET_VARIABLES]
+    values = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+    masked = []
+    for problem in problems:
+        for value in values:
+            problem = problem.replace(value, "**********")
+        masked.append(problem)
+    return masked
 
 
 def _endpoint(r: _Reader) -> str | None:
@@ -247,6 +318,16 @@ def _endpoint(r: _Reader) -> str | None:
         r.problems.append(f"DLI_ENDPOINT must be an http(s) URL, got {endpoint!r}")
         return None
     return endpoint.rstrip("/")
+
+
+def _certs_url(r: _Reader) -> str:
+    url = r.text("PUSH_CERTS_URL")
+    if url is None:
+        return GOOGLE_CERTS_URL
+    if not re.match(r"^https?://[^/\s]+", url):
+        r.problems.append(f"PUSH_CERTS_URL must be an http(s) URL, got {url!r}")
+        return GOOGLE_CERTS_URL
+    return url
 
 
 def _project_id(r: _Reader, name: str) -> str | None:
@@ -279,8 +360,12 @@ def _aksk(
             pairs = (("HUAWEICLOUD_SDK_AK", ak), ("HUAWEICLOUD_SDK_SK", sk))
             missing = " and ".join(name for name, value in pairs if not value)
             r.problems.append(f"AK/SK credentials missing: set {missing} or DLI_CREDENTIALS_FILE")
-    elif not os.path.isfile(credentials_file):
-        r.problems.append(f"DLI_CREDENTIALS_FILE does not exist: {credentials_file}")
+    else:
+        # The file wins over the variables; checked now so a bad mount is reported at start.
+        try:
+            read_credentials_file(credentials_file)
+        except CredentialsFileError as error:
+            r.problems.append(str(error))
     return (
         Secret(ak) if ak else None,
         Secret(sk) if sk else None,
@@ -308,8 +393,18 @@ def _iam(r: _Reader) -> IamSettings | None:
         r.problems.append("DLI_AUTH=token needs " + ", ".join(missing))
         return None
     assert endpoint and username and domain
+    if not re.match(r"^https?://[^/\s]+", endpoint):
+        r.problems.append(f"IAM_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+        return None
+    if password_file:
+        # IAM_PASSWORD_FILE wins over IAM_PASSWORD; it is read again for every token.
+        try:
+            read_password_file(password_file)
+        except CredentialsFileError as error:
+            r.problems.append(str(error))
+            return None
     return IamSettings(
-        endpoint=endpoint.rstrip("/"),
+        endpoint=endpoint.rstrip("/").removesuffix("/v3"),
         username=username,
         password=Secret(password) if password else None,
         password_file=password_file,

@@ -2,8 +2,12 @@
 
 - ``AkSkAuth`` signs each request (SDK-HMAC-SHA256) with an AK/SK pair from the environment or
   from a mounted secret file that is re-read when it changes (rotation without a restart).
+  A security token (temporary AK/SK) is sent as ``X-Security-Token`` and signed.
 - ``TokenAuth`` gets an IAM token per DLI project (password method, project scope), caches it
   for every thread of the process, and renews it before it expires.
+
+After a 401 from DLI, ``after_unauthorized`` drops what may be stale (the file is read again,
+the token that was refused is forgotten) and says whether one retry can help.
 """
 
 from __future__ import annotations
@@ -14,16 +18,30 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
 
 from cancel_handler import logs
-from cancel_handler.config import IamSettings, Secret, Settings
+from cancel_handler.config import (
+    CredentialsFileError,
+    IamSettings,
+    Secret,
+    Settings,
+    read_credentials_file,
+    read_password_file,
+)
 from cancel_handler.dli import signer
 
 JSON_CONTENT_TYPE = "application/json"
+# A mounted secret is read again at least this often even when its ``stat`` did not change
+# (a secret volume may serve a new version without changing mtime, size or inode).
+FILE_MAX_AGE_S = 300.0
+# Renew a token when less than min(300 s, 10 % of its lifetime) remains (SPEC section 4).
+RENEW_MARGIN_S = 300.0
+RENEW_MARGIN_FRACTION = 0.1
+DEFAULT_TOKEN_LIFETIME_S = 3600.0  # IAM sent no usable expires_at (real tokens last 24 h)
 
 
 class CredentialsUnavailable(Exception):
@@ -41,13 +59,14 @@ class AuthRefused(Exception):
 
 
 class IamUnavailable(Exception):
-    """IAM answered 429 or 5xx: a transient fault, retried like DLI's own."""
+    """IAM answered 429 or 5xx, or did not answer (``http_status`` None, ``IAM_TIMEOUT`` or
+    ``IAM_UNREACHABLE``): a transient fault, retried like DLI's own."""
 
-    def __init__(self, http_status: int, error_code: str, message: str) -> None:
+    def __init__(self, http_status: int | None, error_code: str, message: str) -> None:
         self.http_status = http_status
         self.error_code = error_code
         self.message = message
-        super().__init__(f"IAM unavailable: HTTP {http_status} {error_code}")
+        super().__init__(f"IAM unavailable: {error_code}")
 
 
 @dataclass(frozen=True)
@@ -93,62 +112,67 @@ class EnvCredentials:
 
 
 class FileCredentials:
-    """A mounted secret: JSON ``{"ak", "sk", "security_token"?}``. Checked with one ``stat``
-    per use; read again only when its size, mtime or inode changed."""
+    """A mounted secret: JSON ``{"ak", "sk", "security_token"?}``.
 
-    def __init__(self, path: str) -> None:
+    ``current()`` costs one ``stat`` (which follows symlinks) when nothing changed; the file is
+    read again when its inode, size, mtime or ctime changed (an in-place write, an atomic
+    rename, a Kubernetes-style ``..data`` symlink swap), at least every ``max_age_s``, and
+    after a 401 (``refresh``). A file that has gone or become malformed raises
+    ``CredentialsUnavailable`` (the event is retried)."""
+
+    def __init__(
+        self,
+        path: str,
+        max_age_s: float = FILE_MAX_AGE_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._path = path
+        self._max_age_s = max_age_s
+        self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int, int] | None = None
+        self._read_at = 0.0
         self._credentials: AkSk | None = None
 
     def current(self) -> AkSk:
         with self._lock:
             stamp = self._stat()
-            if self._credentials is None or stamp != self._stamp:
-                self._credentials = self._read()
-                self._stamp = stamp
+            stale = self._monotonic() - self._read_at >= self._max_age_s
+            if self._credentials is None or stamp != self._stamp or stale:
+                self._load(stamp)
+            assert self._credentials is not None
             return self._credentials
 
     def refresh(self) -> bool:
-        """After a 401: re-read now; True if the file holds other credentials than before."""
+        """After a 401: read the file now; True if it holds other credentials than before."""
         with self._lock:
             before = self._credentials
-            self._credentials = self._read()
-            self._stamp = self._stat()
+            self._load(self._stat())
             return before is None or self._credentials != before
 
-    def _stat(self) -> tuple[int, int, int]:
+    def _load(self, stamp: tuple[int, int, int, int, int]) -> None:
+        # The stamp is taken before the read: a change racing with the read is seen next time.
+        self._credentials = self._read()
+        self._stamp = stamp
+        self._read_at = self._monotonic()
+
+    def _stat(self) -> tuple[int, int, int, int, int]:
         try:
             st = os.stat(self._path)
         except OSError as exc:
             raise CredentialsUnavailable(
                 f"DLI_CREDENTIALS_FILE {self._path} unreadable: {exc.strerror}"
             ) from None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read(self) -> AkSk:
         try:
-            with open(self._path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
-            raise CredentialsUnavailable(
-                f"DLI_CREDENTIALS_FILE {self._path} is not a readable JSON file"
-            ) from None
-        if not isinstance(data, dict):
-            raise CredentialsUnavailable(f"DLI_CREDENTIALS_FILE {self._path} must hold an object")
-        ak, sk, token = data.get("ak"), data.get("sk"), data.get("security_token")
-        if not isinstance(ak, str) or not ak or not isinstance(sk, str) or not sk:
-            raise CredentialsUnavailable(
-                f"DLI_CREDENTIALS_FILE {self._path} needs non-empty strings 'ak' and 'sk'"
-            )
-        if token is not None and not isinstance(token, str):
-            raise CredentialsUnavailable(
-                f"DLI_CREDENTIALS_FILE {self._path}: 'security_token' must be a string"
-            )
+            ak, sk, token = read_credentials_file(self._path)
+        except CredentialsFileError as error:
+            raise CredentialsUnavailable(str(error)) from None
         for value in (ak, sk, token):
             logs.register_secret(value)
-        return AkSk(ak, sk, token or None)
+        return AkSk(ak, sk, token)
 
 
 class CredentialSource(Protocol):
@@ -195,8 +219,16 @@ class _Token:
 
 
 class TokenAuth:
-    """IAM token auth. One token per project, shared by all threads; a single fetch even
-    when many threads need a token at the same moment."""
+    """IAM token auth. One token per project, shared by all threads of the process.
+
+    - A token is renewed when less than min(300 s, 10 % of its lifetime) remains; the lifetime
+      is ``expires_at - issued_at`` of IAM's answer, counted from just before the request.
+    - Only one thread fetches a project's token at a time; threads that need it meanwhile wait
+      for that fetch (no token yet, or it has expired) or keep using the current one (it is
+      only due for renewal; if the renewal fails transiently it stays in use until it expires).
+    - After a 401 the token that request carried is forgotten, unless another thread has
+      already replaced it, so a refused token costs one fetch however many requests saw it.
+    """
 
     def __init__(
         self,
@@ -212,6 +244,10 @@ class TokenAuth:
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._used = threading.local()  # per thread: project id -> token value last sent
+        # per project, changed only with its lock held: fetches done, the last one's failure
+        self._fetches_done: dict[str, int] = {}
+        self._failures: dict[str, tuple[int, Exception]] = {}
         self.fetch_count = 0
 
     def headers(self, call: Call, host: str) -> dict[str, str]:
@@ -222,35 +258,94 @@ class TokenAuth:
         }
 
     def after_unauthorized(self, call: Call) -> bool:
+        used = self._used_tokens().get(call.project_id)
         with self._guard:
-            self._tokens.pop(call.project_id, None)
+            cached = self._tokens.get(call.project_id)
+            if cached is not None and (used is None or cached.value == used):
+                del self._tokens[call.project_id]
         return True
 
     def token(self, project_id: str) -> str:
         cached = self._tokens.get(project_id)
-        if cached and self._monotonic() < cached.renew_at:
+        if cached is not None and self._monotonic() < cached.renew_at:
+            return self._use(project_id, cached.value)
+        lock = self._project_lock(project_id)
+        if cached is not None and self._monotonic() < cached.expires_at:
+            if not lock.acquire(blocking=False):
+                return self._use(project_id, cached.value)  # another thread is renewing it
+        else:
+            done_before = self._fetches_done.get(project_id, 0)
+            lock.acquire()
+            failed = self._failures.get(project_id)
+            if failed is not None and failed[0] > done_before:
+                # The fetch this thread waited for failed: share its outcome, do not repeat it.
+                lock.release()
+                raise _copy(failed[1])
+        try:
+            return self._use(project_id, self._renew(project_id))
+        finally:
+            lock.release()
+
+    def _renew(self, project_id: str) -> str:
+        """With the project's lock held: the cached token if still fresh, else a new one."""
+        cached = self._tokens.get(project_id)
+        if cached is not None and self._monotonic() < cached.renew_at:
             return cached.value
-        with self._project_lock(project_id):
-            cached = self._tokens.get(project_id)
-            if cached and self._monotonic() < cached.renew_at:
-                return cached.value
+        try:
             fresh = self._fetch(project_id)
+        except (IamUnavailable, AuthRefused, CredentialsUnavailable) as exc:
+            self._failures[project_id] = (self._fetch_done(project_id), exc)
+            still_valid = cached is not None and self._monotonic() < cached.expires_at
+            if still_valid and not isinstance(exc, AuthRefused):
+                assert cached is not None
+                logs.warning(
+                    "IAM token renewal failed; the current token stays in use until it expires",
+                    project_id=project_id,
+                    error=str(exc),
+                )
+                return cached.value
+            raise
+        self._fetch_done(project_id)
+        self._failures.pop(project_id, None)
+        with self._guard:
             self._tokens[project_id] = fresh
-            return fresh.value
+        return fresh.value
+
+    def _fetch_done(self, project_id: str) -> int:
+        """Count a finished fetch (the project's lock held); returns the new count."""
+        done = self._fetches_done[project_id] = self._fetches_done.get(project_id, 0) + 1
+        return done
+
+    def _use(self, project_id: str, value: str) -> str:
+        self._used_tokens()[project_id] = value
+        return value
+
+    def _used_tokens(self) -> dict[str, str]:
+        used: dict[str, str] | None = getattr(self._used, "tokens", None)
+        if used is None:
+            used = self._used.tokens = {}
+        return used
 
     def _project_lock(self, project_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(project_id, threading.Lock())
 
     def _fetch(self, project_id: str) -> _Token:
+        body = json.dumps(self._request_body(project_id))
         started = self._monotonic()
-        response = self._session.post(
-            f"{self._iam.endpoint}/v3/auth/tokens",
-            data=json.dumps(self._request_body(project_id)),
-            headers={"Content-Type": "application/json;charset=utf8"},
-            timeout=self._timeout_s,
-        )
-        self.fetch_count += 1
+        try:
+            response = self._session.post(
+                f"{self._iam.endpoint}/v3/auth/tokens",
+                data=body,
+                headers={"Content-Type": "application/json;charset=utf8"},
+                timeout=self._timeout_s,
+            )
+        except requests.Timeout:
+            raise IamUnavailable(None, "IAM_TIMEOUT", "no answer from IAM in time") from None
+        except requests.RequestException as exc:
+            raise IamUnavailable(None, "IAM_UNREACHABLE", type(exc).__name__) from None
+        with self._guard:
+            self.fetch_count += 1
         if response.status_code == 429 or response.status_code >= 500:
             raise IamUnavailable(response.status_code, *_iam_error(response))
         if response.status_code != 201:
@@ -260,7 +355,7 @@ class TokenAuth:
             raise AuthRefused(response.status_code, "IAM_NO_TOKEN", "no X-Subject-Token header")
         logs.register_secret(value)
         lifetime = _lifetime_s(response)
-        margin = min(300.0, lifetime * 0.1)
+        margin = renew_margin_s(lifetime)
         return _Token(value, started + lifetime, started + lifetime - margin)
 
     def _request_body(self, project_id: str) -> dict[str, Any]:
@@ -279,43 +374,69 @@ class TokenAuth:
     def _password(self) -> str:
         if self._iam.password_file:
             try:
-                with open(self._iam.password_file, encoding="utf-8") as handle:
-                    password = handle.read().strip()
-            except OSError as exc:
-                raise CredentialsUnavailable(
-                    f"IAM_PASSWORD_FILE {self._iam.password_file} unreadable: {exc.strerror}"
-                ) from None
+                password = read_password_file(self._iam.password_file)
+            except CredentialsFileError as error:
+                raise CredentialsUnavailable(str(error)) from None
             logs.register_secret(password)
             return password
         assert self._iam.password is not None
         return self._iam.password.reveal()
 
 
+def _copy(error: Exception) -> Exception:
+    """A fresh exception like ``error`` (one instance must not be raised in many threads)."""
+    if isinstance(error, IamUnavailable):
+        return IamUnavailable(error.http_status, error.error_code, error.message)
+    if isinstance(error, AuthRefused):
+        return AuthRefused(error.http_status, error.error_code, error.message)
+    return type(error)(*error.args)
+
+
+def renew_margin_s(lifetime_s: float) -> float:
+    """How long before expiry a token with this lifetime is renewed."""
+    return min(RENEW_MARGIN_S, lifetime_s * RENEW_MARGIN_FRACTION)
+
+
 def _lifetime_s(response: requests.Response) -> float:
-    """Seconds the token stays valid, from ``expires_at`` and ``issued_at`` of the body."""
+    """Seconds the token stays valid: ``expires_at - issued_at`` of the body (IAM's clock on
+    both sides, so local clock skew does not matter); ``expires_at - now`` without
+    ``issued_at``; an hour when the body has no usable ``expires_at``."""
     try:
         token = response.json()["token"]
         expires = _parse_time(token["expires_at"])
-        issued = _parse_time(token.get("issued_at")) if token.get("issued_at") else None
-    except (ValueError, KeyError, TypeError):
-        return 3600.0
-    reference = issued or datetime.now(expires.tzinfo)
-    return max(0.0, (expires - reference).total_seconds())
+        issued_text = token.get("issued_at")
+        issued = _parse_time(issued_text) if issued_text else datetime.now(UTC)
+        return max(0.0, (expires - issued).total_seconds())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return DEFAULT_TOKEN_LIFETIME_S
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """IAM's ``2026-11-29T12:00:00.123000Z``; a time without a zone is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _iam_error(response: requests.Response) -> tuple[str, str]:
+    """IAM's error code and message. IAM answers ``{"error": {"code", "message", "title"}}``
+    (``code`` is the HTTP status, reported as ``IAM_HTTP_<code>``, or a code such as
+    ``IAM.0101``, kept as it is); the API gateway in front of it ``{"error_code",
+    "error_msg"}``."""
+    status_code = f"IAM_HTTP_{response.status_code}"
     try:
         body = response.json()
     except ValueError:
-        return f"IAM_HTTP_{response.status_code}", response.text[:200]
-    error = body.get("error") if isinstance(body, Mapping) else None
+        return status_code, " ".join(response.text[:200].split())
+    if not isinstance(body, Mapping):
+        return status_code, str(body)[:200]
+    error = body.get("error")
     if isinstance(error, Mapping):
-        return f"IAM_HTTP_{error.get('code', response.status_code)}", str(error.get("message"))
-    return f"IAM_HTTP_{response.status_code}", str(body)[:200]
+        code = str(error.get("code") or response.status_code)
+        message = str(error.get("message") or error.get("title") or "")
+        return (f"IAM_HTTP_{code}" if code.isdigit() else code), message
+    if body.get("error_code"):
+        return str(body["error_code"]), str(body.get("error_msg", ""))
+    return status_code, str(body)[:200]
 
 
 def build_auth(settings: Settings, session: requests.Session) -> Auth:
