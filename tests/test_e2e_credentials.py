@@ -59,13 +59,6 @@ def requests_for(sim: Simulator, job_id: str) -> list[RequestRecord]:
     return [r for r in sim.requests() if job_id in r.path]
 
 
-def accept_only(sim: Simulator, credentials: dict[str, str]) -> None:
-    """Change the AK/SK pairs DLI accepts (the simulator has no public call for this)."""
-    accepted = sim._core.verifier.credentials
-    accepted.clear()
-    accepted.update(credentials)
-
-
 def write_credentials(path: Path, **fields: str) -> None:
     """Replace the file atomically, as a secret mount does (a new inode, then a rename)."""
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
@@ -163,14 +156,14 @@ FILE_SECRETS = (OLD_SK, NEW_SK, STS_TOKEN, SECRET_KEY)
 @emulator_test
 def test_rotated_file_is_used_by_the_next_event(file_stack: LocalStack, secret_dir: Path) -> None:
     sim, path = file_stack.sim, secret_dir / "credentials.json"
-    accept_only(sim, {OLD_AK: OLD_SK})
+    sim.set_credentials({OLD_AK: OLD_SK})
     write_credentials(path, ak=OLD_AK, sk=OLD_SK, security_token=STS_TOKEN)
     first, second = sim.submit_sql_job(PROJECT_ID), sim.submit_sql_job(PROJECT_ID)
 
     before = cancel_one(file_stack, first)
 
     write_credentials(path, ak=NEW_AK, sk=NEW_SK, security_token=STS_TOKEN)
-    accept_only(sim, {NEW_AK: NEW_SK})  # the old key is deleted after the rotation
+    sim.set_credentials({NEW_AK: NEW_SK})  # the old key is deleted after the rotation
     after = cancel_one(file_stack, second)
 
     assert (before["outcome"], after["outcome"]) == ("cancelled", "cancelled")
@@ -199,7 +192,7 @@ def test_refused_aksk_is_rejected_with_dlis_code(
     file_stack: LocalStack, secret_dir: Path, fields: dict[str, str]
 ) -> None:
     sim = file_stack.sim
-    accept_only(sim, {NEW_AK: NEW_SK})
+    sim.set_credentials({NEW_AK: NEW_SK})
     write_credentials(secret_dir / "credentials.json", **fields)
     job_id = sim.submit_sql_job(PROJECT_ID)
 
@@ -222,7 +215,7 @@ def test_credentials_file_gone_later_makes_the_event_retry(
     file_stack: LocalStack, secret_dir: Path
 ) -> None:
     sim, path = file_stack.sim, secret_dir / "credentials.json"
-    accept_only(sim, {NEW_AK: NEW_SK})
+    sim.set_credentials({NEW_AK: NEW_SK})
     path.unlink()
     job_id = sim.submit_sql_job(PROJECT_ID)
     event_id = f"gone-{uuid.uuid4().hex[:8]}"

@@ -190,6 +190,12 @@ class Simulator:
     def set_cancel_delay(self, seconds: float) -> None:
         self._core.cancel_delay_s = seconds
 
+    def set_credentials(self, credentials: dict[str, str]) -> None:
+        """Replace the accepted AK/SK pairs (a rotated or deleted access key)."""
+        accepted = self._core.verifier.credentials
+        accepted.clear()
+        accepted.update(credentials)
+
     # ---- tokens ---------------------------------------------------------------------------
     def issued_tokens(self) -> list[str]:
         return self._core.tokens.issued()
