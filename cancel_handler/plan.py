@@ -1,15 +1,31 @@
 """An event -> the jobs to cancel: the project allow-list, explicit ids, queue listings.
 
 Results that need no cancel call (``not_allowed``, ``nothing_to_cancel``, ``invalid_event`` for
-too many jobs) come out of the plan directly as ``Verdict``s.
+too many jobs, ``already_finished`` for a budget notification's job that is already over) come
+out of the plan directly as ``Verdict``s.
+
+Cloud Billing sends the same budget notification several times a day. Its queue targets are
+idempotent by nature (a cancelled job is no longer listed as active), but its explicit
+``job_ids`` would be cancelled again on every notification; so the plan reads their state first
+and cancels only the jobs that are still active.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cancel_handler.config import Settings
-from cancel_handler.dli.client import DliClient, JobRef
+from cancel_handler.dli.auth import AuthRefused
+from cancel_handler.dli.client import (
+    FLINK_TERMINAL_STATES,
+    SPARK_TERMINAL_STATES,
+    SQL_TERMINAL_STATES,
+    DliClient,
+    DliRefused,
+    JobRef,
+    TransientFailure,
+)
 from cancel_handler.events import CancelEvent
 
 
@@ -42,7 +58,8 @@ def resolve_project(event: CancelEvent, settings: Settings) -> str | None:
 
 
 def build_plan(event: CancelEvent, settings: Settings, client: DliClient) -> Plan:
-    """Raises ``TransientFailure`` (from listing) when DLI cannot be reached."""
+    """Raises ``TransientFailure`` (from listing) when DLI cannot be reached. A queue whose
+    listing DLI refuses gets a ``rejected`` verdict; the rest of the event goes ahead."""
     project = resolve_project(event, settings)
     plan = Plan(project_id=project)
     if project is None:
@@ -62,7 +79,16 @@ def build_plan(event: CancelEvent, settings: Settings, client: DliClient) -> Pla
     plan.targets = [JobRef(project, job_id, event.job_kind) for job_id in event.job_ids]
     known = {t.job_id for t in plan.targets}
     for queue in event.queue_names:
-        listed = [j for j in client.list_active_sql_jobs(project, queue) if j not in known]
+        if len(plan.targets) > settings.max_jobs_per_event:
+            break  # refused below; listing more queues would change nothing
+        try:
+            active = client.list_active_sql_jobs(project, queue)
+        except (DliRefused, AuthRefused) as refused:
+            # this queue cannot be listed (permissions, parameters): the other queues and
+            # the explicit jobs are still cancelled
+            plan.verdicts.append(_listing_refused(queue, refused))
+            continue
+        listed = [j for j in active if j not in known]
         if not listed and not event.job_ids:
             plan.verdicts.append(
                 Verdict(
@@ -80,7 +106,68 @@ def build_plan(event: CancelEvent, settings: Settings, client: DliClient) -> Pla
         )
         plan.targets = []
         plan.verdicts = [Verdict("invalid_event", "INVALID_EVENT", message)]
+        return plan
+    if event.source_format == "budget_notification" and event.job_ids:
+        _skip_finished(plan, client, settings.cancel_concurrency)
     return plan
+
+
+def _listing_refused(queue: str, refused: DliRefused | AuthRefused) -> Verdict:
+    if isinstance(refused, AuthRefused):
+        code, message = refused.error_code, refused.message
+    else:
+        code = refused.answer.error_code or f"DLI_HTTP_{refused.answer.status}"
+        message = refused.answer.error_message
+    return Verdict("rejected", code, f"listing queue {queue}: {message}", queue_name=queue)
+
+
+def _skip_finished(plan: Plan, client: DliClient, concurrency: int) -> None:
+    """Turn the explicit jobs that are already over into ``already_finished`` verdicts.
+
+    A state that cannot be read (unknown job, refusal, DLI unreachable) leaves the job a
+    target: the cancel call then reports it as it would have without this check."""
+    explicit = [t for t in plan.targets if t.job_id not in plan.queue_of]
+
+    def state_of(job: JobRef) -> str | None:
+        try:
+            return client.job_state(job)
+        except (DliRefused, AuthRefused, TransientFailure):
+            return None
+
+    if len(explicit) <= 1:
+        states = [state_of(job) for job in explicit]
+    else:
+        workers = min(concurrency, len(explicit))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="state") as pool:
+            states = list(pool.map(state_of, explicit))
+    finished = {
+        job.job_id: (job, state)
+        for job, state in zip(explicit, states, strict=True)
+        if state is not None and is_terminal(job.kind, state)
+    }
+    if not finished:
+        return
+    plan.targets = [t for t in plan.targets if t.job_id not in finished]
+    plan.verdicts.extend(
+        Verdict(
+            "already_finished",
+            None,
+            f"job is {state}: not cancelled again",
+            job.job_id,
+            job_kind=job.kind,
+        )
+        for job, state in finished.values()
+    )
+
+
+def is_terminal(kind: str, state: str) -> bool:
+    """Whether a job in ``state`` is over (FINISHED, FAILED, CANCELLED and their Spark and
+    Flink counterparts)."""
+    if kind == "spark":
+        return state.lower() in SPARK_TERMINAL_STATES
+    if kind == "flink":
+        return state.lower() in FLINK_TERMINAL_STATES
+    return state.upper() in SQL_TERMINAL_STATES
 
 
 def _per_job(event: CancelEvent, outcome: str, code: str, message: str) -> list[Verdict]:

@@ -8,6 +8,7 @@ Each stack lives in its own emulator project, so the topic names stay the real o
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,14 +50,17 @@ class LocalStack:
         return self.pubsub.publish(topic, data, **attributes)
 
     def results_for(self, event_id: str, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
-        """The results whose ``source_event_id`` is ``event_id`` (waits for ``count``)."""
+        """The results whose ``source_event_id`` is ``event_id`` (waits for ``count``).
+
+        Results of other events pulled meanwhile are kept for their own ``results_for``."""
         got = self._buffer.setdefault(event_id, [])
-        if len(got) < count:
-            for message in self.pubsub.pull(self.results_subscription, count - len(got), timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count and (remaining := deadline - time.monotonic()) > 0:
+            for message in self.pubsub.pull(self.results_subscription, count - len(got), remaining):
                 result = message.json()
                 result["_attributes"] = message.attributes
                 self._buffer.setdefault(result["source_event_id"], []).append(result)
-        return self._buffer.get(event_id, [])
+        return got
 
     def no_more_results(self, event_id: str, wait_s: float = 2.0) -> bool:
         before = len(self._buffer.get(event_id, []))

@@ -59,6 +59,9 @@ class SimServer(ThreadingHTTPServer):
 class SimRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "DLISimulator/1.0"
+    # Headers and body go out in two writes: with Nagle on, a keep-alive client's delayed ACK
+    # held every answer back ~40 ms.
+    disable_nagle_algorithm = True
     server: SimServer
 
     def log_message(self, format: str, *args: Any) -> None:
