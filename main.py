@@ -7,6 +7,8 @@ import functions_framework
 from cancel_handler import entry, handler
 
 handler.startup()
+# One structured log line instead of a traceback on stderr; 500 for a raised event.
+functions_framework.errorhandler(Exception)(entry.on_error)
 
 
 @functions_framework.cloud_event

@@ -2,6 +2,8 @@
 
 A CloudEvent is acknowledged by returning and delivered again by raising. An HTTP caller gets
 200 with the results, 400 for a bad event it posted directly, 503 when it should retry.
+``on_error`` is registered with functions-framework: it turns an exception into one structured
+log line and a short answer (no multi-line traceback on stderr, no secret in either).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cancel_handler.handler import RetryLater, results_json
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 HttpAnswer = tuple[str, int, dict[str, str]]
+_CRASH_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "X-Google-Status": "crash"}
 
 
 def on_cloud_event(event: Any) -> None:
@@ -23,7 +26,10 @@ def on_cloud_event(event: Any) -> None:
         rt = handler.runtime()
     except RetryLater as error:
         logs.error(
-            "event not handled: configuration error", event_id=_event_id(event), error=str(error)
+            "event not handled: configuration error; it will be delivered again",
+            event_id=_event_id(event),
+            outcome="retry",
+            error=str(error),
         )
         raise
     try:
@@ -40,11 +46,13 @@ def on_http(request: Any) -> HttpAnswer:
     try:
         rt = handler.runtime()
     except RetryLater as error:
-        logs.error("request not handled: configuration error", error=str(error))
+        logs.error("request not handled: configuration error", outcome="retry", error=str(error))
         return _error(503, "configuration error: see the function's log")
+    limit = rt.settings.max_body_bytes
     length = request.content_length
-    if length is not None and length > rt.settings.max_body_bytes:
-        return _error(413, f"body over {rt.settings.max_body_bytes} bytes")
+    if length is not None and length > limit:
+        logs.warning("request refused: body too large", bytes=length, limit=limit)
+        return _error(413, f"body over {limit} bytes")
     if rt.settings.push_audience:
         from cancel_handler.push_auth import PushAuthError, verify_push_token
 
@@ -53,9 +61,10 @@ def on_http(request: Any) -> HttpAnswer:
         except PushAuthError as error:
             logs.warning("push token refused", error=str(error))
             return _error(401, str(error))
-    body = request.get_data(cache=False, as_text=False)
-    if len(body) > rt.settings.max_body_bytes:
-        return _error(413, f"body over {rt.settings.max_body_bytes} bytes")
+    body = _read_at_most(request.stream, limit + 1)
+    if len(body) > limit:
+        logs.warning("request refused: body too large", bytes=f"> {limit}", limit=limit)
+        return _error(413, f"body over {limit} bytes")
     return _answer_http(rt, body, request.path)
 
 
@@ -65,13 +74,52 @@ def _answer_http(rt: handler.Runtime, body: bytes, path: str) -> HttpAnswer:
             delivery = from_http_body(body, rt.settings.max_body_bytes, path)
         except EnvelopeError as error:
             report = handler.reject_envelope(rt, error)
-            return results_json(report.results), 400, JSON_HEADERS
+            # A bad message inside a push envelope is acknowledged (200) so that Pub/Sub does
+            # not deliver it again; a bad body posted directly is the caller's error (400).
+            status = 200 if error.transport == "push" else 400
+            return results_json(report.results), status, JSON_HEADERS
         report = handler.process(delivery, rt)
     except RetryLater as error:
         return _error(503, f"retry later: {error}")
     status = 400 if report.invalid and delivery.transport == "http" else 200
     extra = {"ignored": report.ignored} if report.ignored else {}
     return results_json(report.results, **extra), status, JSON_HEADERS
+
+
+def on_error(error: Exception) -> Any:
+    """functions-framework's handler for any exception a function raised.
+
+    ``RetryLater`` was already logged where it was raised: the answer is a 500 (Pub/Sub
+    delivers the event again) whose body says why. Anything else is a bug: one ERROR line with
+    the stack trace (Error Reporting picks it up), and the 500 functions-framework would give.
+    HTTP errors raised by functions-framework itself (its 400 for a body that is no CloudEvent)
+    pass through unchanged.
+    """
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(error, HTTPException):
+        return error
+    if isinstance(error, RetryLater):
+        return f"retry later: {error}", 500, _CRASH_HEADERS
+    logs.error(
+        "unhandled error; the request is answered 500",
+        error=logs.exception_text(error),
+        stack_trace=logs.stack_trace(error),
+    )
+    return "internal error: see the function's log", 500, _CRASH_HEADERS
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    """At most ``size`` bytes of the body, even when it is chunked (no Content-Length)."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, message: str) -> HttpAnswer:

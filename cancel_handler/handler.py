@@ -3,12 +3,17 @@
 Decides acknowledge vs. retry: ``process`` returns when every job of the event has a published
 result, and raises ``RetryLater`` when the event must be delivered again (transient faults on a
 young event, a result that could not be published, a configuration error).
+
+All DLI calls of one event (listing, state reads, cancels, their retries) share one deadline,
+``DLI_EVENT_BUDGET_S`` after the event arrived: no attempt starts and no backoff sleeps past it,
+so an event ends (acknowledged, or raised for redelivery) within the function's timeout.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +41,13 @@ from cancel_handler.results import PrintSink, PublishError, PubSubSink, ResultEv
 
 
 class RetryLater(Exception):
-    """The event must be delivered again (Pub/Sub: not acknowledged; HTTP: 503)."""
+    """The event must be delivered again (Pub/Sub: not acknowledged; HTTP: 503).
+
+    The message may quote DLI or Pub/Sub; registered secrets are masked in it, since
+    functions-framework answers with it and it may be logged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(logs.redact(message))
 
 
 @dataclass
@@ -60,18 +71,33 @@ _runtime_lock = threading.Lock()
 
 
 def startup() -> None:
-    """Validate the configuration once, at instance start, and say what is wrong."""
+    """Validate the configuration once, at instance start, and say what is wrong (one log
+    line naming every problem), before any event arrives. Events then raise until it is
+    fixed; the process keeps running."""
     global _config_error
     try:
         settings = load_settings()
     except ConfigError as error:
         _config_error = error
         logs.error(
-            "configuration error: every event will be retried until it is fixed",
+            "configuration error: " + "; ".join(error.problems) + ". Every event will be "
+            "answered with an error (and delivered again) until the configuration is fixed",
             problems=error.problems,
         )
         return
+    _config_error = None
     _register_secrets(settings)
+    logs.info(
+        "dli-cancel ready",
+        dli_endpoint=settings.dli_endpoint,
+        auth=settings.auth_mode,
+        result_topic=settings.result_topic or "(stdout: local run)",
+        dli_max_attempts=settings.dli_max_attempts,
+        dli_timeout_s=settings.dli_timeout_s,
+        event_budget_s=settings.event_budget_s,
+        max_event_age_s=settings.max_event_age_s,
+        dry_run=settings.dry_run,
+    )
 
 
 def runtime() -> Runtime:
@@ -84,8 +110,8 @@ def runtime() -> Runtime:
 
 
 def load_settings_or_raise() -> Settings:
-    if _config_error is not None:
-        raise RetryLater(str(_config_error))
+    """The settings, read again (a mounted secret may have appeared since the start);
+    ``RetryLater`` naming every problem while the configuration is wrong."""
     try:
         return load_settings()
     except ConfigError as error:
@@ -126,18 +152,31 @@ def _register_secrets(settings: Settings) -> None:
 
 
 def process(delivery: Delivery, rt: Runtime) -> Report:
+    """Handle one delivery; raises ``RetryLater`` when it must come again."""
+    deadline = time.monotonic() + rt.settings.event_budget_s
     try:
         parsed = parse_event(delivery, rt.rules)
     except InvalidEvent as invalid:
         return _publish_invalid(rt, delivery, invalid.field, invalid.message, invalid)
+    except Exception as error:  # a payload the validators did not foresee: still acknowledged
+        logs.error(
+            "event could not be read; acknowledged as invalid_event",
+            event_id=delivery.event_id,
+            error=logs.exception_text(error),
+            stack_trace=logs.stack_trace(error),
+        )
+        message = f"could not be read ({type(error).__name__})"
+        return _publish_invalid(rt, delivery, "event", message, None)
     if isinstance(parsed, Ignored):
         logs.info("event ignored", event_id=delivery.event_id, reason=parsed.reason)
         return Report(ignored=parsed.reason)
-    return _handle_event(rt, delivery, parsed)
+    return _handle_event(rt, delivery, parsed, deadline)
 
 
 def reject_envelope(rt: Runtime, error: EnvelopeError) -> Report:
-    delivery = Delivery(b"", {}, error.topic, error.event_id or "unknown", None, "http")
+    """Acknowledge a malformed envelope with an ``invalid_event`` result."""
+    event_id = error.event_id or "unknown"
+    delivery = Delivery(b"", {}, error.topic, event_id, None, error.transport or "http")
     return _publish_invalid(rt, delivery, error.field, error.message, None)
 
 
@@ -167,68 +206,102 @@ def _publish_invalid(
     return Report(results=[result], invalid=True)
 
 
-def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent) -> Report:
-    young = _age_s(delivery) < rt.settings.max_event_age_s
+def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline: float) -> Report:
+    client = rt.client.bounded(deadline)
     try:
-        plan = build_plan(event, rt.settings, rt.client)
+        plan = build_plan(event, rt.settings, client)
     except TransientFailure as listing_failure:
-        if young:
+        if _young(rt, delivery):
             logs.warning(
-                "DLI unreachable while listing jobs; retry",
+                "DLI unreachable while listing jobs; the event will be delivered again",
                 event_id=delivery.event_id,
                 error_code=listing_failure.error_code,
+                attempts=listing_failure.attempts,
+                error=listing_failure.message,
             )
             raise RetryLater(str(listing_failure)) from None
         plan = _failed_listing(event, listing_failure)
     except (AuthRefused, DliRefused) as refused:
         plan = _refused_listing(event, refused)
     except CredentialsUnavailable as missing:
+        logs.error(
+            "DLI credentials unavailable; the event will be delivered again",
+            event_id=delivery.event_id,
+            error=str(missing),
+        )
         raise RetryLater(str(missing)) from None
     factory = _ResultFactory(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
     results = [factory.from_verdict(v) for v in plan.verdicts]
-    outcomes, transient = _cancel_all(rt, plan.targets, dry_run=factory.dry_run)
+    outcomes, transient, missing_credentials = _cancel_all(
+        client, rt.settings.cancel_concurrency, plan.targets, dry_run=factory.dry_run
+    )
     results += [factory.from_outcome(job, outcome) for job, outcome in outcomes]
-    if transient and not young:
+    retry = bool(missing_credentials) or (bool(transient) and _young(rt, delivery))
+    if transient and not retry:
         results += [factory.from_outcome(job, f.as_outcome()) for job, f in transient]
     _publish(rt, results, delivery)
     _log_results(delivery, results)
-    if transient and young:
+    if missing_credentials:
+        logs.error(
+            "DLI credentials unavailable; the event will be delivered again",
+            event_id=delivery.event_id,
+            error=str(missing_credentials[0]),
+        )
+        raise RetryLater(str(missing_credentials[0]))
+    if transient and retry:
         first_job, first_fault = transient[0]
         logs.warning(
             "transient DLI fault outlasted the retries; the event will be delivered again",
             event_id=delivery.event_id,
             job_id=first_job.job_id,
+            outcome="retry",
             error_code=first_fault.error_code,
             attempts=first_fault.attempts,
+            error=first_fault.message,
+            jobs_to_retry=len(transient),
         )
         raise RetryLater(f"{len(transient)} job(s) hit transient faults: {first_fault}")
     return Report(results=results)
 
 
+def _young(rt: Runtime, delivery: Delivery) -> bool:
+    """Whether the event may still be delivered again (younger than MAX_EVENT_AGE_S)."""
+    return _age_s(delivery) < rt.settings.max_event_age_s
+
+
+_Answer = CallOutcome | TransientFailure | CredentialsUnavailable
+
+
 def _cancel_all(
-    rt: Runtime, targets: Sequence[JobRef], dry_run: bool
-) -> tuple[list[tuple[JobRef, CallOutcome]], list[tuple[JobRef, TransientFailure]]]:
+    client: DliClient, concurrency: int, targets: Sequence[JobRef], dry_run: bool
+) -> tuple[
+    list[tuple[JobRef, CallOutcome]],
+    list[tuple[JobRef, TransientFailure]],
+    list[CredentialsUnavailable],
+]:
     if dry_run:
-        return [(t, CallOutcome("dry_run", False)) for t in targets], []
-    def attempt(job: JobRef) -> (CallOutcome | TransientFailure):
-        return _try_cancel(rt, job)
+        return [(t, CallOutcome("dry_run", False)) for t in targets], [], []
+
+    def attempt(job: JobRef) -> _Answer:
+        return _try_cancel(client, job)
+
     if len(targets) <= 1:
         answers = [attempt(t) for t in targets]
     else:
-        workers = min(rt.settings.cancel_concurrency, len(targets))
+        workers = min(concurrency, len(targets))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
             answers = list(pool.map(attempt, targets))
-    done = [(t, a) for t, a in zip(targets, answers, strict=True) if isinstance(a, CallOutcome)]
-    failed = [
-        (t, a) for t, a in zip(targets, answers, strict=True) if isinstance(a, TransientFailure)
-    ]
-    return done, failed
+    pairs = list(zip(targets, answers, strict=True))
+    done = [(t, a) for t, a in pairs if isinstance(a, CallOutcome)]
+    failed = [(t, a) for t, a in pairs if isinstance(a, TransientFailure)]
+    missing = [a for _, a in pairs if isinstance(a, CredentialsUnavailable)]
+    return done, failed, missing
 
 
-def _try_cancel(rt: Runtime, job: JobRef) -> CallOutcome | TransientFailure:
+def _try_cancel(client: DliClient, job: JobRef) -> _Answer:
     try:
-        return rt.client.cancel(job)
-    except TransientFailure as failure:
+        return client.cancel(job)
+    except (TransientFailure, CredentialsUnavailable) as failure:
         return failure
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -47,12 +48,15 @@ class ResultEvent:
     context: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The published JSON object. Text that came from DLI or from the event (messages,
+        reasons, context) passes through ``logs.redact``: no registered secret is published."""
         data = asdict(self)
         if not data["queue_name"]:
             del data["queue_name"]
         if not data["context"]:
             del data["context"]
-        return data
+        redacted: dict[str, Any] = logs.redact_value(data)
+        return redacted
 
     def attributes(self) -> dict[str, str]:
         attrs = {
@@ -64,7 +68,7 @@ class ResultEvent:
         }
         if self.error_code:
             attrs["error_code"] = self.error_code
-        return attrs
+        return {key: logs.redact(value) for key, value in attrs.items()}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
@@ -81,6 +85,11 @@ class ResultSink(Protocol):
 
 
 class PubSubSink:
+    """Publishes to a topic and waits for every message to be confirmed, at most ``timeout_s``
+    in all. A missing topic fails at once (``NotFound`` is not retried); an unreachable Pub/Sub
+    is retried by the client library only within ``timeout_s`` (its default retry deadline is
+    600 s), so a dead emulator or network fails the event in seconds, not minutes."""
+
     def __init__(self, topic: str, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
@@ -91,7 +100,7 @@ class PubSubSink:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = _new_publisher()
+                    self._client = _new_publisher(self._timeout_s)
         return self._client
 
     def publish(self, results: Sequence[ResultEvent]) -> None:
@@ -100,24 +109,52 @@ class PubSubSink:
     def publish_raw(self, messages: Sequence[tuple[bytes, dict[str, str]]]) -> None:
         if not messages:
             return
-        client = self.client()
-        futures = [client.publish(self.topic, data, **attrs) for data, attrs in messages]
+        deadline = time.monotonic() + self._timeout_s
         try:
+            client = self.client()
+            futures = [client.publish(self.topic, data, **attrs) for data, attrs in messages]
             for future in futures:
-                future.result(timeout=self._timeout_s)
-        except Exception as exc:  # any publish failure means: not confirmed
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
             raise PublishError(
-                f"publishing to {self.topic} failed: {type(exc).__name__}: {exc}"
+                f"publishing to {self.topic} failed: not confirmed within "
+                f"RESULT_PUBLISH_TIMEOUT_S={self._timeout_s:g} s"
+            ) from None
+        except Exception as exc:  # any publish failure means: not confirmed
+            reason = " ".join(str(exc).split())[:500]
+            raise PublishError(
+                logs.redact(f"publishing to {self.topic} failed: {type(exc).__name__}: {reason}")
             ) from None
 
 
-def _new_publisher() -> PublisherClient:
+def _new_publisher(timeout_s: float) -> PublisherClient:
+    from google.api_core import exceptions, retry
     from google.cloud import pubsub_v1
 
     # Short batch latency: a lone result is confirmed after ~3 ms instead of the default
     # 10 ms batching window; bulk results still share batches of up to 500 messages.
     batch = pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.002)
-    return pubsub_v1.PublisherClient(batch_settings=batch)
+    # The library's default publish retry gives up only after 600 s: far past the function's
+    # own timeout. Retry the transient codes within the publish timeout instead.
+    transient = retry.if_exception_type(
+        exceptions.Aborted,
+        exceptions.DeadlineExceeded,
+        exceptions.InternalServerError,
+        exceptions.ResourceExhausted,
+        exceptions.ServiceUnavailable,
+        exceptions.Unknown,
+    )
+    options = pubsub_v1.types.PublisherOptions(
+        retry=retry.Retry(
+            predicate=transient,
+            initial=0.1,
+            maximum=max(0.1, min(5.0, timeout_s / 4)),
+            multiplier=2.0,
+            timeout=timeout_s,
+        ),
+        timeout=timeout_s,
+    )
+    return pubsub_v1.PublisherClient(batch_settings=batch, publisher_options=options)
 
 
 class PrintSink:

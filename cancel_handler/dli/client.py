@@ -3,11 +3,14 @@
 Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
 with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
 ``max_attempts`` times. When they outlast the retries the call ends in ``TransientFailure``; the
-handler decides whether the event is delivered again or published as ``failed``.
+handler decides whether the event is delivered again or published as ``failed``. A client made
+with ``bounded(deadline)`` also stops at the deadline (the event's time budget): no attempt
+starts and no backoff sleeps past it, and each attempt's timeout is cut to the time left.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
@@ -19,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from cancel_handler import logs
 from cancel_handler.dli import signer
 from cancel_handler.dli.auth import Auth, AuthRefused, Call, IamUnavailable
 
@@ -80,6 +84,16 @@ class TransientFailure(Exception):
         self.http_status = http_status
         self.request_id = request_id
 
+    def out_of_time(self) -> TransientFailure:
+        """The same failure, noting that the event's time budget stopped the retries."""
+        return TransientFailure(
+            self.error_code,
+            f"{self.message} (no time left in the event's budget for another attempt)",
+            self.attempts,
+            self.http_status,
+            self.request_id,
+        )
+
     def as_outcome(self) -> CallOutcome:
         return CallOutcome(
             outcome="failed",
@@ -126,6 +140,7 @@ class DliClient:
         policy: RetryPolicy,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(endpoint)
         self._base = endpoint.rstrip("/")
@@ -135,8 +150,18 @@ class DliClient:
         self._policy = policy
         self._session = session or requests.Session()
         self._sleep = sleep
+        self._clock = clock
+        self._deadline: float | None = None
         self._random = random.Random()
         self._random_lock = threading.Lock()
+
+    def bounded(self, deadline: float | None) -> DliClient:
+        """This client (same session, credentials and retry policy) with a deadline on the
+        ``clock`` (``time.monotonic`` by default): no attempt starts and no backoff sleeps past
+        it, and each attempt's timeout is cut to the time left. ``None``: no deadline."""
+        other = copy.copy(self)
+        other._deadline = deadline
+        return other
 
     # -- cancel ---------------------------------------------------------------------------
 
@@ -211,6 +236,18 @@ class DliClient:
 
     # -- state and listing ----------------------------------------------------------------
 
+    def job_state(self, job: JobRef) -> str | None:
+        """The job's state as DLI reports it (SQL status, Spark state, Flink status); ``None``
+        when DLI has no such job. Raises ``DliRefused``, ``AuthRefused`` or
+        ``TransientFailure`` when the state cannot be read."""
+        readers = {"sql": self._sql_state, "spark": self._spark_state, "flink": self._flink_state}
+        try:
+            return readers[job.kind](job)
+        except DliRefused as refused:
+            if refused.answer.error_code in NOT_FOUND_CODES or refused.answer.status == 404:
+                return None
+            raise
+
     def _sql_state(self, job: JobRef) -> str | None:
         answer = self._read(Call("GET", self._job_path(job) + "/status", job.project_id))
         status = _field(answer.body, "status")
@@ -271,27 +308,55 @@ class DliClient:
     # -- transport ------------------------------------------------------------------------
 
     def _call(self, call: Call) -> Answer:
-        attempts = 0
+        """Send ``call``, retrying transient faults. ``attempts`` in the answer (or in the
+        ``TransientFailure``) counts every request sent for it, the one after a 401 included."""
+        counted = 0  # attempts toward max_attempts (a fresh credential restarts the count)
+        sent = 0  # requests actually sent
         reauthenticated = False
         last: TransientFailure | None = None
-        while attempts < self._policy.max_attempts:
-            attempts += 1
+        while counted < self._policy.max_attempts:
+            timeout = self._attempt_timeout()
+            if timeout is None:
+                break
+            counted += 1
+            sent += 1
             try:
-                answer = self._send(call, attempts)
+                answer = self._send(call, sent, timeout)
             except _Transient as fault:
-                last = fault.failure(attempts)
-                if attempts < self._policy.max_attempts:
-                    self._sleep(self._backoff(attempts, fault.retry_after))
+                last = fault.failure(sent)
+                if counted < self._policy.max_attempts:
+                    delay = self._backoff(counted, fault.retry_after)
+                    if not self._time_left_after(delay):
+                        break
+                    self._sleep(delay)
                 continue
             if answer.status == 401 and not reauthenticated and self._auth.after_unauthorized(call):
                 reauthenticated = True
-                attempts -= 1  # a fresh credential gets a full set of attempts of its own
+                counted -= 1  # a fresh credential gets a full set of attempts of its own
                 continue
             return answer
+        if counted < self._policy.max_attempts:  # stopped by the deadline
+            if last is None:
+                raise TransientFailure(
+                    "DLI_TIMEOUT", "the event's time budget ran out before DLI was called", sent
+                )
+            raise last.out_of_time()
         assert last is not None
         raise last
 
-    def _send(self, call: Call, attempt: int) -> Answer:
+    def _attempt_timeout(self) -> float | None:
+        """The timeout of the next attempt; ``None`` when the deadline has passed."""
+        if self._deadline is None:
+            return self._policy.timeout_s
+        left = self._deadline - self._clock()
+        if left <= 0:
+            return None
+        return min(self._policy.timeout_s, left)
+
+    def _time_left_after(self, delay: float) -> bool:
+        return self._deadline is None or self._clock() + delay < self._deadline
+
+    def _send(self, call: Call, attempt: int, timeout: float) -> Answer:
         url = self._base[: len(self._base) - len(self._prefix)] + call.path
         if call.query:
             # the query goes on the wire exactly as it was signed (requests would write
@@ -304,7 +369,7 @@ class DliClient:
                 url,
                 data=call.body or None,
                 headers=headers,
-                timeout=self._policy.timeout_s,
+                timeout=timeout,
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
@@ -430,9 +495,26 @@ def _q(segment: str) -> str:
 
 
 def _snippet(response: requests.Response) -> str:
-    return " ".join(response.text[:200].split())
+    """The start of an answer's body, for messages; registered secrets are masked."""
+    return " ".join(logs.redact(response.text[:2000]).split())[:200]
+
+
+_TRANSPORT_CAUSES = (
+    ("refused", "connection refused"),
+    ("reset by peer", "connection reset"),
+    ("RemoteDisconnected", "connection closed without an answer"),
+    ("without response", "connection closed without an answer"),
+    ("Name or service not known", "host name not resolved"),
+    ("nodename nor servname", "host name not resolved"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ("connect timeout", "connect timed out"),
+    ("Read timed out", "no answer in time"),
+)
 
 
 def _reason(exc: Exception) -> str:
-    """A short, secret-free description of a transport error."""
-    return type(exc).__name__
+    """A short, secret-free description of a transport error: its type and a known cause
+    (the library's own text carries the URL, which is not echoed)."""
+    text = str(exc)
+    causes = [cause for marker, cause in _TRANSPORT_CAUSES if marker in text]
+    return f"{type(exc).__name__} ({causes[0]})" if causes else type(exc).__name__
