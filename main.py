@@ -4,9 +4,9 @@ from typing import Any
 
 import functions_framework
 
-from cancel_handler import entry, handler
+from cancel_handler import entry
 
-handler.startup()
+entry.start()
 # One structured log line instead of a traceback on stderr; 500 for a raised event.
 functions_framework.errorhandler(Exception)(entry.on_error)
 

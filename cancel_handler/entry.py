@@ -9,20 +9,62 @@ log line and a short answer (no multi-line traceback on stderr, no secret in eit
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from cancel_handler import handler, logs
+from cancel_handler import boot, logs
 from cancel_handler.envelopes import EnvelopeError, from_cloud_event, from_http_body
-from cancel_handler.handler import RetryLater, results_json
+from cancel_handler.errors import RetryLater
+from cancel_handler.results import results_json
+
+if TYPE_CHECKING:
+    from cancel_handler.handler import Runtime
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 HttpAnswer = tuple[str, int, dict[str, str]]
 _CRASH_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "X-Google-Status": "crash"}
 
 
+def start() -> None:
+    """At import of ``main.py``: report the configuration, and arrange the warm-up.
+
+    The heavy part of the function (pydantic models, requests, google-cloud-pubsub and its
+    client) is not imported here, so the server answers its first request about as soon as
+    a hello-world function would. It is loaded by a background thread in the worker right
+    after gunicorn forks it (a thread started here, in gunicorn's master, would not survive
+    the fork), while the instance waits for its first event; an event that arrives sooner
+    simply finishes the same imports itself.
+    """
+    boot.startup()
+    os.register_at_fork(after_in_child=_warm_up_in_background)
+
+
+def _warm_up_in_background() -> None:
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    try:
+        rt = _handler().runtime()
+        warm = getattr(rt.sink, "warm_up", None)
+        if warm is not None:
+            warm()
+    except Exception as error:  # a configuration error is reported by every event instead
+        logs.debug("warm-up skipped", error=logs.exception_text(error))
+
+
+def _handler() -> ModuleType:
+    from cancel_handler import handler
+
+    return handler
+
+
 def on_cloud_event(event: Any) -> None:
     """Raises ``RetryLater`` (-> HTTP 500, Pub/Sub redelivers) when the event must come again."""
     try:
+        handler = _handler()
         rt = handler.runtime()
     except RetryLater as error:
         logs.error(
@@ -44,6 +86,7 @@ def on_http(request: Any) -> HttpAnswer:
     if request.method != "POST":
         return _error(405, "only POST is accepted")
     try:
+        handler = _handler()
         rt = handler.runtime()
     except RetryLater as error:
         logs.error("request not handled: configuration error", outcome="retry", error=str(error))
@@ -68,7 +111,8 @@ def on_http(request: Any) -> HttpAnswer:
     return _answer_http(rt, body, request.path)
 
 
-def _answer_http(rt: handler.Runtime, body: bytes, path: str) -> HttpAnswer:
+def _answer_http(rt: Runtime, body: bytes, path: str) -> HttpAnswer:
+    handler = _handler()
     try:
         try:
             delivery = from_http_body(body, rt.settings.max_body_bytes, path)
@@ -82,7 +126,9 @@ def _answer_http(rt: handler.Runtime, body: bytes, path: str) -> HttpAnswer:
     except RetryLater as error:
         return _error(503, f"retry later: {error}")
     status = 400 if report.invalid and delivery.transport == "http" else 200
-    extra = {"ignored": report.ignored} if report.ignored else {}
+    extra: dict[str, Any] = {"ignored": report.ignored} if report.ignored else {}
+    if report.fanned_out:
+        extra["fanned_out"] = report.fanned_out
     return results_json(report.results, **extra), status, JSON_HEADERS
 
 

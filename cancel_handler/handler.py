@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cancel_handler import logs
+from cancel_handler.boot import register_secrets, startup
 from cancel_handler.config import ConfigError, Settings, load_settings
 from cancel_handler.dli.auth import AuthRefused, CredentialsUnavailable, build_auth
 from cancel_handler.dli.client import (
@@ -35,19 +36,10 @@ from cancel_handler.dli.client import (
     TransientFailure,
 )
 from cancel_handler.envelopes import Delivery, EnvelopeError
+from cancel_handler.errors import RetryLater
 from cancel_handler.events import CancelEvent, EventRules, Ignored, InvalidEvent, parse_event
 from cancel_handler.plan import Plan, Verdict, build_plan
 from cancel_handler.results import PrintSink, PublishError, PubSubSink, ResultEvent, ResultSink
-
-
-class RetryLater(Exception):
-    """The event must be delivered again (Pub/Sub: not acknowledged; HTTP: 503).
-
-    The message may quote DLI or Pub/Sub; registered secrets are masked in it, since
-    functions-framework answers with it and it may be logged."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(logs.redact(message))
 
 
 @dataclass
@@ -55,6 +47,7 @@ class Report:
     results: list[ResultEvent] = field(default_factory=list)
     ignored: str | None = None
     invalid: bool = False
+    fanned_out: int = 0
 
 
 @dataclass
@@ -63,41 +56,13 @@ class Runtime:
     client: DliClient
     sink: ResultSink
     rules: EventRules
+    fanout: PubSubSink | None = None
 
 
 _runtime: Runtime | None = None
-_config_error: ConfigError | None = None
 _runtime_lock = threading.Lock()
 
-
-def startup() -> None:
-    """Validate the configuration once, at instance start, and say what is wrong (one log
-    line naming every problem), before any event arrives. Events then raise until it is
-    fixed; the process keeps running."""
-    global _config_error
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        _config_error = error
-        logs.error(
-            "configuration error: " + "; ".join(error.problems) + ". Every event will be "
-            "answered with an error (and delivered again) until the configuration is fixed",
-            problems=error.problems,
-        )
-        return
-    _config_error = None
-    _register_secrets(settings)
-    logs.info(
-        "dli-cancel ready",
-        dli_endpoint=settings.dli_endpoint,
-        auth=settings.auth_mode,
-        result_topic=settings.result_topic or "(stdout: local run)",
-        dli_max_attempts=settings.dli_max_attempts,
-        dli_timeout_s=settings.dli_timeout_s,
-        event_budget_s=settings.event_budget_s,
-        max_event_age_s=settings.max_event_age_s,
-        dry_run=settings.dry_run,
-    )
+__all__ = ["Report", "RetryLater", "Runtime", "build_runtime", "process", "runtime", "startup"]
 
 
 def runtime() -> Runtime:
@@ -119,7 +84,7 @@ def load_settings_or_raise() -> Settings:
 
 
 def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime:
-    _register_secrets(settings)
+    register_secrets(settings)
     session = requests.Session()
     pool = max(16, settings.cancel_concurrency * 2)
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=pool))
@@ -137,15 +102,11 @@ def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime
             if settings.result_topic
             else PrintSink()
         )
-    return Runtime(settings, client, sink, EventRules.from_settings(settings))
-
-
-def _register_secrets(settings: Settings) -> None:
-    for secret in (settings.access_key, settings.secret_key, settings.security_token):
-        if secret:
-            logs.register_secret(secret.reveal())
-    if settings.iam and settings.iam.password:
-        logs.register_secret(settings.iam.password.reveal())
+    fanout = None
+    if settings.fanout_topic:
+        base = sink if isinstance(sink, PubSubSink) else PubSubSink(settings.fanout_topic)
+        fanout = base.to_topic(settings.fanout_topic)
+    return Runtime(settings, client, sink, EventRules.from_settings(settings), fanout)
 
 
 # -- one delivery ----------------------------------------------------------------------------
@@ -232,6 +193,8 @@ def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline:
         raise RetryLater(str(missing)) from None
     factory = _ResultFactory(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
     results = [factory.from_verdict(v) for v in plan.verdicts]
+    if _should_fan_out(rt, event, plan):
+        return _fan_out(rt, delivery, event, plan, results)
     outcomes, transient, missing_credentials = _cancel_all(
         client, rt.settings.cancel_concurrency, plan.targets, dry_run=factory.dry_run
     )
@@ -262,6 +225,62 @@ def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline:
         )
         raise RetryLater(f"{len(transient)} job(s) hit transient faults: {first_fault}")
     return Report(results=results)
+
+
+def _should_fan_out(rt: Runtime, event: CancelEvent, plan: Plan) -> bool:
+    """Big budget events are shared out over FANOUT_TOPIC, so many instances cancel them;
+    a message that is itself a fan-out share (it names its source event) is never split."""
+    return (
+        rt.fanout is not None
+        and event.source_event_id is None
+        and len(plan.targets) > rt.settings.fanout_threshold
+    )
+
+
+def _fan_out(
+    rt: Runtime, delivery: Delivery, event: CancelEvent, plan: Plan, results: list[ResultEvent]
+) -> Report:
+    """One message per job on FANOUT_TOPIC; each comes back as a budget event of one job
+    whose results carry this event's type and id. Only the plan's own verdicts are
+    published here."""
+    assert rt.fanout is not None
+    messages = [_fan_out_message(delivery, event, job) for job in plan.targets]
+    try:
+        rt.fanout.publish_raw(messages)
+    except PublishError as error:
+        logs.error(
+            "fan-out publish failed; the event will be delivered again",
+            event_id=delivery.event_id,
+            error=str(error),
+        )
+        raise RetryLater(str(error)) from None
+    logs.info(
+        f"fanned out {len(messages)} jobs to {rt.fanout.topic}",
+        event_id=delivery.event_id,
+        event_type=event.event_type,
+        jobs=len(messages),
+    )
+    _publish(rt, results, delivery)
+    _log_results(delivery, results)
+    return Report(results=results, fanned_out=len(messages))
+
+
+def _fan_out_message(
+    delivery: Delivery, event: CancelEvent, job: JobRef
+) -> tuple[bytes, dict[str, str]]:
+    share: dict[str, Any] = {
+        "event_type": event.event_type,
+        "project_id": job.project_id,
+        "job_ids": [job.job_id],
+        "job_kind": job.kind,
+        "source_event_id": delivery.event_id,
+        "dry_run": event.dry_run,
+    }
+    if event.reason:
+        share["reason"] = event.reason
+    if isinstance(event.context.get("budget"), dict):
+        share["budget"] = event.context["budget"]
+    return json.dumps(share, separators=(",", ":")).encode(), {"event_type": event.event_type}
 
 
 def _young(rt: Runtime, delivery: Delivery) -> bool:
@@ -421,7 +440,3 @@ class _ResultFactory:
             queue_name=self.queue_of.get(job.job_id),
             **self._common(),
         )
-
-
-def results_json(results: Sequence[ResultEvent], **extra: Any) -> str:
-    return json.dumps({"results": [r.to_dict() for r in results], **extra})

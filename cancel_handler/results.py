@@ -90,18 +90,31 @@ class PubSubSink:
     is retried by the client library only within ``timeout_s`` (its default retry deadline is
     600 s), so a dead emulator or network fails the event in seconds, not minutes."""
 
-    def __init__(self, topic: str, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+    def __init__(
+        self, topic: str, timeout_s: float = PUBLISH_TIMEOUT_S, shared: PubSubSink | None = None
+    ) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
         self._client: PublisherClient | None = None
         self._lock = threading.Lock()
+        self._shared = shared
+
+    def to_topic(self, topic: str) -> PubSubSink:
+        """A sink for another topic that shares this one's client (one gRPC channel)."""
+        return PubSubSink(topic, self._timeout_s, shared=self)
 
     def client(self) -> PublisherClient:
+        if self._shared is not None:
+            return self._shared.client()
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     self._client = _new_publisher(self._timeout_s)
         return self._client
+
+    def warm_up(self) -> None:
+        """Import google-cloud-pubsub and build the client before the first result."""
+        self.client()
 
     def publish(self, results: Sequence[ResultEvent]) -> None:
         self.publish_raw([(r.to_bytes(), r.attributes()) for r in results])
@@ -167,3 +180,7 @@ class PrintSink:
         stream = self._stream or sys.stdout
         for result in results:
             logs.log("INFO", "result", stream=stream, result=result.to_dict())
+
+
+def results_json(results: Sequence[ResultEvent], **extra: Any) -> str:
+    return json.dumps({"results": [r.to_dict() for r in results], **extra})

@@ -173,7 +173,6 @@ def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[st
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setattr(handler, "_runtime", None)
-        monkeypatch.setattr(handler, "_config_error", None)
 
     yield use
 
