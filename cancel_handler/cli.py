@@ -93,7 +93,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from cancel_handler import handler
+    from cancel_handler import handler, logs
+
+    logs.send_to(sys.stderr)  # stdout is for the result event
     from cancel_handler.config import ConfigError, load_settings
     from cancel_handler.envelopes import Delivery
     from cancel_handler.results import PrintSink

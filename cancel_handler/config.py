@@ -276,6 +276,8 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
         local_run=local_run,
     )
+    if settings.push_service_account and not settings.push_audience:
+        r.problems.append("PUSH_SERVICE_ACCOUNT is set without PUSH_AUDIENCE: no token is checked")
     if r.problems:
         raise ConfigError(_without_secrets(r.problems, source))
     return settings

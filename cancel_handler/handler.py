@@ -345,7 +345,7 @@ def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:
         )
         logs.log(
             severity,
-            f"job {result.job_id or result.queue_name}: {result.outcome}",
+            f"{_subject(result)}: {result.outcome}",
             event_id=delivery.event_id,
             event_type=result.event_type,
             job_id=result.job_id,
@@ -356,6 +356,14 @@ def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:
         )
 
 
+def _subject(result: ResultEvent) -> str:
+    if result.job_id:
+        return f"job {result.job_id}"
+    if result.queue_name:
+        return f"queue {result.queue_name}"
+    return "event"
+
+
 def _age_s(delivery: Delivery) -> float:
     if delivery.published_at is None:
         return 0.0
@@ -363,9 +371,15 @@ def _age_s(delivery: Delivery) -> float:
 
 
 def _failed_listing(event: CancelEvent, failure: TransientFailure) -> Plan:
+    """An old event whose queues could not be listed: every queue and every explicit job of
+    it gets a ``failed`` result (nothing was cancelled, and it will not be retried)."""
+    message = f"listing queues {', '.join(event.queue_names)}: {failure.message}"
     verdicts = [
-        Verdict("failed", failure.error_code, f"listing queue {q}: {failure.message}", queue_name=q)
-        for q in event.queue_names
+        Verdict("failed", failure.error_code, message, queue_name=q) for q in event.queue_names
+    ]
+    verdicts += [
+        Verdict("failed", failure.error_code, message, job_id=j, job_kind=event.job_kind)
+        for j in event.job_ids
     ]
     return Plan(project_id=event.project_id, verdicts=verdicts)
 

@@ -88,6 +88,15 @@ def stack_trace(error: BaseException) -> str:
     return redact("".join(traceback.format_exception(error)))
 
 
+_default_stream: TextIO | None = None
+
+
+def send_to(stream: TextIO | None) -> None:
+    """Write log lines to ``stream`` instead of stdout (the CLI keeps stdout for results)."""
+    global _default_stream
+    _default_stream = stream
+
+
 def log(severity: str, message: str, stream: TextIO | None = None, **fields: Any) -> None:
     """Write one JSON line: ``severity``, ``message``, ``time`` and the non-None ``fields``."""
     record: dict[str, Any] = {
@@ -100,7 +109,7 @@ def log(severity: str, message: str, stream: TextIO | None = None, **fields: Any
     # that happens to be a JSON word ("true", "null") cannot break the line.
     safe = json.loads(json.dumps(record, default=str, ensure_ascii=False))
     line = json.dumps(redact_value(safe), ensure_ascii=False)
-    out = stream or sys.stdout
+    out = stream or _default_stream or sys.stdout
     with _lock:
         out.write(line + "\n")
         out.flush()

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -213,7 +213,7 @@ class AkSkAuth:
 
 @dataclass(frozen=True)
 class _Token:
-    value: str
+    value: str = field(repr=False)
     expires_at: float  # monotonic deadline
     renew_at: float
 
