@@ -26,6 +26,7 @@ from cancel_handler.dli.signer import (
     canonical_request,
     canonical_uri,
     sdk_date,
+    sign_prepared,
     signed_header_names,
     string_to_sign,
 )
@@ -505,3 +506,42 @@ def test_authorization_matches_sdk(
         secret_key=secret_key,
     )
     assert got == expected
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "DELETE", "POST"]),
+    segments=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=5),
+    query=st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=3),
+    body=st.binary(max_size=40),
+    token=st.one_of(st.none(), st.text(min_size=1, max_size=20).map(str.strip).filter(bool)),
+)
+def test_sign_prepared_equals_authorization(
+    method: str,
+    segments: list[str],
+    query: list[tuple[str, str]],
+    body: bytes,
+    token: str | None,
+) -> None:
+    """The client's fast path signs exactly what the general (SDK-proven) signer signs."""
+    path = "/" + "/".join(segments)
+    date = "20261128T120000Z"
+    headers = {
+        "Content-Type": "application/json",
+        "Host": "dli.example.com:8443",
+        "X-Project-Id": "0123456789abcdef0123456789abcdef",
+        "X-Sdk-Date": date,
+    }
+    if token:
+        headers["X-Security-Token"] = token
+    signed = sorted((name.lower(), value) for name, value in headers.items())
+    expected = authorization(
+        method=method,
+        path=path,
+        headers=headers,
+        access_key="AK",
+        secret_key="SK",
+        query=query,
+        body=body,
+    )
+    assert sign_prepared(method, path, signed, date, "AK", "SK", query=query, body=body) == expected

@@ -188,22 +188,34 @@ class AkSkAuth:
 
     def headers(self, call: Call, host: str) -> dict[str, str]:
         credentials = self._source.current()
+        date = signer.sdk_date(self._clock() if self._clock else None)
+        # Every header sent here is signed, as the official SDK does; they are listed in
+        # sorted lower-case order, so the signer needs no normalisation pass.
+        signed = [
+            ("content-type", JSON_CONTENT_TYPE),
+            ("host", host),
+            ("x-project-id", call.project_id),
+            ("x-sdk-date", date),
+        ]
         headers = {
             "Host": host,
             "Content-Type": JSON_CONTENT_TYPE,
             "X-Project-Id": call.project_id,
-            "X-Sdk-Date": signer.sdk_date(self._clock() if self._clock else None),
+            "X-Sdk-Date": date,
         }
         if credentials.security_token:
-            headers["X-Security-Token"] = credentials.security_token
-        headers["Authorization"] = signer.authorization(
-            method=call.method,
-            path=call.path,
+            token = credentials.security_token.strip()
+            signed.append(("x-security-token", token))
+            headers["X-Security-Token"] = token
+        headers["Authorization"] = signer.sign_prepared(
+            call.method,
+            call.path,
+            signed,
+            date,
+            credentials.access_key,
+            credentials.secret_key,
             query=call.query,
-            headers=headers,
             body=call.body,
-            access_key=credentials.access_key,
-            secret_key=credentials.secret_key,
         )
         return headers
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
@@ -17,6 +18,7 @@ ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "X-Sdk-Date"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
 
 QueryValue = str | bool | int | float | list[str]
 Query = Iterable[tuple[str, QueryValue]]
@@ -28,6 +30,8 @@ def sdk_date(now: datetime | None = None) -> str:
 
 
 def canonical_uri(path: str) -> str:
+    if _UNRESERVED_PATH.fullmatch(path):  # the common case (UUIDs, hex ids): nothing to encode
+        return path if path.endswith("/") else path + "/"
     segments = unquote(path).split("/")
     uri = "/".join(quote(segment, safe="~") for segment in segments)
     return uri if uri.endswith("/") else uri + "/"
@@ -40,6 +44,8 @@ def _query_text(value: str | bool | int | float) -> str:
 
 
 def canonical_query(query: Query) -> str:
+    if not query:
+        return ""
     # Like the SDK: sort the raw (key, value) tuples first (so repeated keys order by raw value,
     # e.g. 9 before 10, and list values compare as whole lists), then expand each list, sorted.
     parts: list[str] = []
@@ -63,23 +69,53 @@ def canonical_request(
     body: bytes,
 ) -> str:
     lowered = {name.lower(): str(value).strip() for name, value in headers.items()}
-    header_block = "".join(f"{name}:{lowered[name]}\n" for name in signed_names)
+    signed = [(name, lowered[name]) for name in signed_names]
+    content_sha = lowered.get("x-sdk-content-sha256")
+    return _canonical(method.upper(), path, query, signed, _payload_hash(body, content_sha))
+
+
+def _payload_hash(body: bytes, content_sha: str | None) -> str:
     if not body:
-        payload_hash = EMPTY_BODY_SHA256
-    elif lowered.get("x-sdk-content-sha256"):  # the SDK ignores an empty value
-        payload_hash = lowered["x-sdk-content-sha256"]
+        return EMPTY_BODY_SHA256
+    if content_sha:  # the SDK ignores an empty value
+        return content_sha
+    return hashlib.sha256(body).hexdigest()
+
+
+def _canonical(
+    method: str, path: str, query: Query, signed: Sequence[tuple[str, str]], payload_hash: str
+) -> str:
+    block = "".join([f"{name}:{value}\n" for name, value in signed])
+    names = ";".join([name for name, _ in signed])
+    uri, query_text = canonical_uri(path), canonical_query(query)
+    return f"{method}\n{uri}\n{query_text}\n{block}\n{names}\n{payload_hash}"
+
+
+def sign_prepared(
+    method: str,
+    path: str,
+    signed: Sequence[tuple[str, str]],
+    date: str,
+    access_key: str,
+    secret_key: str,
+    query: Query = (),
+    body: bytes = b"",
+) -> str:
+    """``authorization`` for a caller that already holds the signed headers as sorted
+    ``(lower-case name, trimmed value)`` pairs: the DLI client's per-request path, kept
+    free of normalisation passes (it runs once per DLI request)."""
+    if _UNRESERVED_PATH.fullmatch(path):
+        uri = path if path[-1:] == "/" else path + "/"
     else:
-        payload_hash = hashlib.sha256(body).hexdigest()
-    return "\n".join(
-        [
-            method.upper(),
-            canonical_uri(path),
-            canonical_query(query),
-            header_block,
-            ";".join(signed_names),
-            payload_hash,
-        ]
-    )
+        uri = canonical_uri(path)
+    query_text = canonical_query(query) if query else ""
+    payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
+    block = "".join([f"{name}:{value}\n" for name, value in signed])
+    names = ";".join([name for name, _ in signed])
+    canonical = f"{method}\n{uri}\n{query_text}\n{block}\n{names}\n{payload_hash}"
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    sig = hmac.digest(secret_key.encode(), f"{ALGORITHM}\n{date}\n{digest}".encode(), "sha256")
+    return f"{ALGORITHM} Access={access_key}, SignedHeaders={names}, Signature={sig.hex()}"
 
 
 def string_to_sign(canonical: str, date: str) -> str:
@@ -88,7 +124,7 @@ def string_to_sign(canonical: str, date: str) -> str:
 
 
 def signature(secret_key: str, to_sign: str) -> str:
-    return hmac.new(secret_key.encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(secret_key.encode("utf-8"), to_sign.encode("utf-8"), "sha256").hex()
 
 
 def authorization(

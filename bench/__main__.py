@@ -1,0 +1,580 @@
+"""``make bench``: every figure of issue 7 on the local stack, with ratios against baselines
+measured in the same run. Prints a table; exits 0 (targets are reported, not asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from cancel_handler.local.stack import (
+    REPO_ROOT,
+    PubSubEmulator,
+    SimulatorProcess,
+    child_env,
+    free_port,
+    gcloud_available,
+)
+
+APPS = Path(__file__).resolve().parent / "apps"
+MAIN = REPO_ROOT / "main.py"
+PROJECT_ID = "0123456789abcdef0123456789abcdef"
+AK, SK = "BENCHACCESSKEY00", "bench-secret-key-0123456789"
+IAM = {"IAM_DOMAIN": "bench", "IAM_USERNAME": "bench", "IAM_PASSWORD": "bench-password"}
+RESULT_TOPIC = "bench-results"
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float
+    baseline: float
+    unit: str
+    target: str
+    limit: float
+    higher_is_better: bool = False
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("inf")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.limit if self.higher_is_better else self.ratio <= self.limit
+
+
+class Server:
+    """A functions-framework server launched by hand, so launch time is measured exactly."""
+
+    def __init__(self, source: Path, target: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (kept open for the child)
+            prefix="bench-ff-", suffix=".log", delete=False
+        )
+        argv = [
+            str(Path(sys.executable).parent / "functions-framework"),
+            "--target",
+            target,
+            "--source",
+            str(source),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.launched = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv,
+            env=child_env(env),
+            cwd=source.parent,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(5)
+
+    def worker_hwm_kib(self) -> int:
+        """Peak RSS of the gunicorn worker (the process that handles requests)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        pid = int(children[0]) if children else self.proc.pid
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def instance_pss_kib(self) -> int:
+        """Memory of the whole instance (gunicorn master + worker), shared pages counted once:
+        what a container's memory limit sees."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        total = 0
+        for pid in [self.proc.pid, *map(int, children)]:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        return total
+
+    def wait_answer(self, send: Callable[[], requests.Response], timeout_s: float = 30) -> float:
+        """Send until the server answers; returns seconds since launch."""
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            try:
+                response = send()
+                return time.perf_counter() - self.launched if response is not None else 0.0
+            except requests.ConnectionError:
+                if time.perf_counter() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(Path(self.log.name).read_text()[-2000:]) from None
+                time.sleep(0.003)
+
+
+@contextmanager
+def server(source: Path, target: str, env: dict[str, str]) -> Iterator[Server]:
+    s = Server(source, target, env)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.emulator = PubSubEmulator(project="bench")
+        self.emulator.start()
+        self.emulator.create_topic(RESULT_TOPIC)
+        self.sim = SimulatorProcess(env={"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, **IAM})
+        self.sim_url = self.sim.start()
+        self.http = requests.Session()
+        self.token = self._token()
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.emulator.stop()
+
+    def _token(self) -> str:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": IAM["IAM_USERNAME"],
+                            "password": IAM["IAM_PASSWORD"],
+                            "domain": {"name": IAM["IAM_DOMAIN"]},
+                        }
+                    },
+                },
+                "scope": {"project": {"id": PROJECT_ID}},
+            }
+        }
+        answer = self.http.post(f"{self.sim_url}/v3/auth/tokens", json=body, timeout=10)
+        return answer.headers["X-Subject-Token"]
+
+    def add_jobs(self, count: int, queue: str = "default") -> list[str]:
+        answer = self.http.post(
+            f"{self.sim_url}/_sim/jobs",
+            json={
+                "project_id": PROJECT_ID,
+                "kind": "sql",
+                "count": count,
+                "queue_name": queue,
+                "status": "RUNNING",
+            },
+            timeout=60,
+        )
+        jobs: list[str] = answer.json()["job_ids"]
+        return jobs
+
+    def sim_config(self, **config: float) -> None:
+        self.http.post(f"{self.sim_url}/_sim/config", json=config, timeout=10).raise_for_status()
+
+    def function_env(self, **extra: str) -> dict[str, str]:
+        return {
+            "DLI_ENDPOINT": self.sim_url,
+            "DLI_PROJECT_ID": PROJECT_ID,
+            "HUAWEICLOUD_SDK_AK": AK,
+            "HUAWEICLOUD_SDK_SK": SK,
+            "RESULT_TOPIC": self.emulator.topic_path(RESULT_TOPIC),
+            **self.emulator.env(),
+            **extra,
+        }
+
+    def naive_env(self) -> dict[str, str]:
+        return {**self.function_env(), "NAIVE_TOKEN": self.token}
+
+
+def cloud_event_request(url: str, job_id: str) -> Callable[[], requests.Response]:
+    data = base64.b64encode(json.dumps({"job_id": job_id}).encode()).decode()
+    message_id = uuid.uuid4().hex
+    headers = {
+        "ce-id": message_id,
+        "ce-specversion": "1.0",
+        "ce-source": "//pubsub.googleapis.com/projects/bench/topics/job-timeout",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "Content-Type": "application/json",
+    }
+    body = json.dumps(
+        {
+            "message": {"data": data, "messageId": message_id},
+            "subscription": "projects/bench/subscriptions/s",
+        }
+    )
+
+    def send() -> requests.Response:
+        answer = requests.post(url, data=body, headers=headers, timeout=60)
+        if answer.status_code != 200:
+            raise RuntimeError(f"event answered {answer.status_code}: {answer.text[:300]}")
+        return answer
+
+    return send
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# -- 1 and 2: cold start ------------------------------------------------------------------
+
+
+def bench_cold(stack: Stack, runs: int) -> list[Row]:
+    ours_first, naive_first, ours_ready, hello_ready = [], [], [], []
+    for _ in range(runs):
+        for job_list, source, target, env in (
+            (ours_first, MAIN, "cancel_dli_job", stack.function_env()),
+            (naive_first, APPS / "naive_main.py", "naive", stack.naive_env()),
+        ):
+            job = stack.add_jobs(1)[0]
+            with server(source, target, env) as s:
+                job_list.append(s.wait_answer(cloud_event_request(s.url, job)))
+        for ready_list, source, target, env in (
+            (ours_ready, MAIN, "cancel_dli_job_http", stack.function_env()),
+            (hello_ready, APPS / "hello_main.py", "hello", {}),
+        ):
+            with server(source, target, env) as s:
+                ready_list.append(s.wait_answer(lambda s=s: requests.get(s.url, timeout=10)))
+    return [
+        Row(
+            "1 cold first result",
+            median(ours_first),
+            median(naive_first),
+            "s",
+            "<= 1.15x naive",
+            1.15,
+        ),
+        Row(
+            "2 cold start to ready",
+            median(ours_ready),
+            median(hello_ready),
+            "s",
+            "<= 1.3x hello world",
+            1.3,
+        ),
+    ]
+
+
+# -- 3 and 4: warm latency, throughput -------------------------------------------------------
+
+
+def _floor_round(
+    stack: Stack, hello_url: str, session: requests.Session, publisher: Any, topic: str, job: str
+) -> None:
+    session.post(hello_url, data=b"{}", timeout=10).raise_for_status()
+    session.delete(
+        f"{stack.sim_url}/v1.0/{PROJECT_ID}/jobs/{job}",
+        headers={"X-Auth-Token": stack.token},
+        timeout=10,
+    ).raise_for_status()
+    publisher.publish(topic, b'{"floor": true}').result()
+
+
+def _low_latency_publisher(stack: Stack) -> Any:
+    from google.cloud import pubsub_v1
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = stack.emulator.host
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0005)
+    )
+
+
+def bench_warm(stack: Stack, events: int) -> list[Row]:
+    publisher = _low_latency_publisher(stack)
+    topic = stack.emulator.topic_path(RESULT_TOPIC)
+    env = stack.function_env(THREADS="8")
+    with (
+        server(MAIN, "cancel_dli_job_http", env) as ours,
+        server(APPS / "hello_main.py", "hello", {"THREADS": "8"}) as hello,
+    ):
+        session = requests.Session()
+        ours.wait_answer(lambda: session.get(ours.url, timeout=10))
+        hello.wait_answer(lambda: session.get(hello.url, timeout=10))
+        ours_times = _sequential_events(stack, session, ours.url, events)
+        floor_times = []
+        for job in stack.add_jobs(events):
+            started = time.perf_counter()
+            _floor_round(stack, hello.url, session, publisher, topic, job)
+            floor_times.append(time.perf_counter() - started)
+        ours_rate = _concurrent_rate(
+            stack, 16, events * 2, lambda s, job: _post_event(s, ours.url, job)
+        )
+        floor_rate = _concurrent_rate(
+            stack,
+            16,
+            events * 2,
+            lambda s, job: _floor_round(stack, hello.url, s, publisher, topic, job),
+        )
+    return [
+        Row(
+            "3 warm per-event latency (median)",
+            median(ours_times) * 1000,
+            median(floor_times) * 1000,
+            "ms",
+            "<= 1.3x floor",
+            1.3,
+        ),
+        Row(
+            "4 throughput, 16 clients, THREADS=8",
+            ours_rate,
+            floor_rate,
+            "ev/s",
+            ">= 0.8x floor",
+            0.8,
+            higher_is_better=True,
+        ),
+    ]
+
+
+def _post_event(session: requests.Session, url: str, job: str) -> None:
+    answer = session.post(url, json={"event_type": "job-timeout", "job_id": job}, timeout=30)
+    if answer.status_code != 200 or answer.json()["results"][0]["outcome"] != "cancelled":
+        raise RuntimeError(f"event failed: {answer.status_code} {answer.text[:300]}")
+
+
+def _sequential_events(stack: Stack, session: requests.Session, url: str, n: int) -> list[float]:
+    times = []
+    for job in stack.add_jobs(n):
+        started = time.perf_counter()
+        _post_event(session, url, job)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _concurrent_rate(
+    stack: Stack, clients: int, total: int, one: Callable[[requests.Session, str], None]
+) -> float:
+    jobs = stack.add_jobs(total)
+    shares = [jobs[i::clients] for i in range(clients)]
+
+    def client(share: list[str]) -> None:
+        session = requests.Session()
+        for job in share:
+            one(session, job)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, shares))
+    return total / (time.perf_counter() - started)
+
+
+# -- 5: bulk -----------------------------------------------------------------------------------
+
+
+def bench_bulk(stack: Stack, jobs: int = 1000, delay_s: float = 0.05, concurrency: int = 8) -> Row:
+    queue = f"bulk{uuid.uuid4().hex[:6]}"
+    stack.add_jobs(jobs, queue)
+    listing = _listing_time(stack, queue)
+    stack.sim_config(cancel_delay_s=delay_s)
+    env = stack.function_env(CANCEL_CONCURRENCY=str(concurrency))
+    try:
+        with server(MAIN, "cancel_dli_job_http", env) as ours:
+            session = requests.Session()
+            ours.wait_answer(lambda: session.get(ours.url, timeout=10))
+            started = time.perf_counter()
+            answer = session.post(
+                ours.url,
+                json={"event_type": "budget-exceeded", "queue_names": [queue]},
+                timeout=600,
+            )
+            elapsed = time.perf_counter() - started
+    finally:
+        stack.sim_config(cancel_delay_s=0)
+    results = answer.json()["results"]
+    cancelled = sum(r["outcome"] == "cancelled" for r in results)
+    ideal = jobs * delay_s / concurrency + listing
+    return Row(
+        f"5 bulk {jobs} jobs, 50 ms each, concurrency {concurrency}",
+        elapsed,
+        ideal,
+        "s",
+        "<= 1.15x ideal + listing",
+        1.15,
+        note=f"{cancelled} cancelled, listing {listing:.2f} s",
+    )
+
+
+def _listing_time(stack: Stack, queue: str) -> float:
+    from cancel_handler.config import Secret
+    from cancel_handler.dli.auth import AkSkAuth, EnvCredentials
+    from cancel_handler.dli.client import DliClient, RetryPolicy
+
+    client = DliClient(
+        stack.sim_url, AkSkAuth(EnvCredentials(Secret(AK), Secret(SK), None)), RetryPolicy()
+    )
+    started = time.perf_counter()
+    found = client.list_active_sql_jobs(PROJECT_ID, queue)
+    assert found, "listing found no job"
+    return time.perf_counter() - started
+
+
+# -- 6: memory ---------------------------------------------------------------------------------
+
+
+def bench_memory(stack: Stack) -> list[Row]:
+    with (
+        server(MAIN, "cancel_dli_job_http", stack.function_env()) as ours,
+        server(APPS / "hello_pubsub_main.py", "hello", {}) as hello,
+    ):
+        session = requests.Session()
+        ours.wait_answer(lambda: session.get(ours.url, timeout=10))
+        hello.wait_answer(lambda: session.get(hello.url, timeout=10))
+        jobs = stack.add_jobs(1000)
+        for job in jobs[:10]:
+            _post_event(session, ours.url, job)
+            session.post(hello.url, data=b"{}", timeout=10)
+        after_10 = ours.worker_hwm_kib()
+        hello_rss = hello.worker_hwm_kib()
+        hello_pss = hello.instance_pss_kib()
+        for job in jobs[10:]:
+            _post_event(session, ours.url, job)
+        after_1000 = ours.worker_hwm_kib()
+        ours_pss = ours.instance_pss_kib()
+    return [
+        Row(
+            "6a peak RSS after 1000 events vs 10",
+            after_1000 / 1024,
+            after_10 / 1024,
+            "MiB",
+            "<= 1.1x",
+            1.1,
+        ),
+        Row(
+            "6b worker peak RSS vs hello+pubsub",
+            after_1000 / 1024,
+            hello_rss / 1024,
+            "MiB",
+            "<= 1.2x",
+            1.2,
+            note="hello imports pubsub in the master: shared, not counted",
+        ),
+        Row(
+            "6c instance memory (PSS) vs hello+pubsub",
+            ours_pss / 1024,
+            hello_pss / 1024,
+            "MiB",
+            "<= 1.2x",
+            1.2,
+            note="master + worker, shared pages counted once",
+        ),
+    ]
+
+
+# -- 7: signer ---------------------------------------------------------------------------------
+
+
+def bench_signer(n: int = 20000) -> Row:
+    from cancel_handler.dli import signer
+
+    path = f"/v1.0/{PROJECT_ID}/jobs/5a3a2c2e-1111-4222-8333-944455556666"
+    headers = {
+        "Host": "dli.example.com",
+        "Content-Type": "application/json",
+        "X-Project-Id": PROJECT_ID,
+        "X-Sdk-Date": "20261128T120000Z",
+    }
+    signed = sorted((name.lower(), value) for name, value in headers.items())
+    started = time.perf_counter()
+    for _ in range(n):  # what the DLI client runs for each request
+        signer.sign_prepared("DELETE", path, signed, "20261128T120000Z", AK, SK)
+    ours = (time.perf_counter() - started) / n
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="bench-home-")  # the SDK writes $HOME
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkcore.sdk_request import SdkRequest
+    from huaweicloudsdkcore.signer.signer import Signer
+
+    official = Signer(BasicCredentials(AK, SK))
+    started = time.perf_counter()
+    for _ in range(n // 4):
+        request = SdkRequest(
+            method="DELETE",
+            schema="https",
+            host="dli.example.com",
+            resource_path=path,
+            query_params=[],
+            header_params=dict(headers),
+            body=None,
+        )
+        official.sign(request)
+    theirs = (time.perf_counter() - started) / (n // 4)
+    return Row("7 signer, per signature", ours * 1e6, theirs * 1e6, "us", "<= 0.25x official", 0.25)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'benchmark':<44} {'ours':>10} {'baseline':>10} {'unit':<5} {'ratio':>6}  "
+        f"{'target':<26} met"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row.name:<44} {row.ours:>10.3f} {row.baseline:>10.3f} {row.unit:<5} "
+            f"{row.ratio:>6.2f}  {row.target:<26} {'yes' if row.met else 'NO'}"
+            + (f"  ({row.note})" if row.note else "")
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--runs", type=int, default=5, help="cold-start runs per app")
+    parser.add_argument("--events", type=int, default=200, help="events for warm figures")
+    parser.add_argument(
+        "--only",
+        default="signer,cold,warm,bulk,memory,fanout",
+        help="comma list of: signer, cold, warm, bulk, memory, fanout",
+    )
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if not gcloud_available():
+        print("make bench needs gcloud with the Pub/Sub emulator", file=sys.stderr)
+        return 2
+    rows = [bench_signer()] if "signer" in only else []
+    stack = Stack()
+    try:
+        if "cold" in only:
+            rows += bench_cold(stack, args.runs)
+        if "warm" in only:
+            rows += bench_warm(stack, args.events)
+        if "bulk" in only:
+            rows.append(bench_bulk(stack))
+        if "memory" in only:
+            rows += bench_memory(stack)
+        if "fanout" in only:
+            from bench.fanout import bench_fanout
+
+            rows.append(bench_fanout(stack))
+    finally:
+        stack.close()
+    print()
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
