@@ -36,6 +36,7 @@ KNOWN_VARIABLES = (
     "IAM_PASSWORD_FILE",
     "IAM_DOMAIN",
     "RESULT_TOPIC",
+    "PUBSUB_EMULATOR_HOST",
     "GOOGLE_CLOUD_PROJECT",
     "DRY_RUN",
     "DLI_TIMEOUT_S",
@@ -164,6 +165,7 @@ class Settings:
     credentials_file: str | None = None
     iam: IamSettings | None = None
     result_topic: str | None = None
+    pubsub_emulator_host: str | None = None  # local runs: the Pub/Sub emulator
     dry_run: bool = False
     dli_timeout_s: float = 10.0
     dli_max_attempts: int = 3
@@ -256,6 +258,7 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         credentials_file=credentials_file,
         iam=iam,
         result_topic=result_topic,
+        pubsub_emulator_host=r.text("PUBSUB_EMULATOR_HOST"),
         dry_run=r.flag("DRY_RUN", False),
         dli_timeout_s=r.number("DLI_TIMEOUT_S", 10.0, 0.1),
         dli_max_attempts=r.number("DLI_MAX_ATTEMPTS", 3, 1, integer=True),

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -101,13 +101,21 @@ def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime
     client = DliClient(settings.dli_endpoint, build_auth(settings, session), policy, session)
     if sink is None:
         sink = (
-            PubSubSink(settings.result_topic, settings.publish_timeout_s)
+            PubSubSink(
+                settings.result_topic, settings.publish_timeout_s, settings.pubsub_emulator_host
+            )
             if settings.result_topic
             else PrintSink()
         )
     fanout = None
     if settings.fanout_topic:
-        base = sink if isinstance(sink, PubSubSink) else PubSubSink(settings.fanout_topic)
+        base = (
+            sink
+            if isinstance(sink, PubSubSink)
+            else PubSubSink(
+                settings.fanout_topic, settings.publish_timeout_s, settings.pubsub_emulator_host
+            )
+        )
         fanout = base.to_topic(settings.fanout_topic)
     return Runtime(settings, client, sink, EventRules.from_settings(settings), fanout)
 
@@ -341,36 +349,37 @@ def _cancel_all(
 
 
 class _Publishing:
-    """Results are handed to the publisher as soon as they are decided; ``finish`` waits for
-    every confirmation and turns a failure into ``RetryLater``."""
+    """Results are sent in batches while the cancels run (every ``batch`` results), the rest
+    at ``finish``, which waits for every confirmation and turns a failure into
+    ``RetryLater``. Sinks other than Pub/Sub get everything at ``finish``."""
 
-    def __init__(self, rt: Runtime, delivery: Delivery) -> None:
+    def __init__(self, rt: Runtime, delivery: Delivery, batch: int = 100) -> None:
         self._rt = rt
         self._delivery = delivery
+        self._batch = batch
         self._waiters: list[Callable[[], None]] = []
-        self._held: list[ResultEvent] = []
+        self._pending: list[ResultEvent] = []
 
     def add(self, results: list[ResultEvent]) -> None:
-        if not results:
-            return
-        if isinstance(self._rt.sink, PubSubSink):
-            self._waiters.append(self._rt.sink.start(results))
-        else:
-            self._held.extend(results)
+        self._pending.extend(results)
+        if len(self._pending) >= self._batch and isinstance(self._rt.sink, PubSubSink):
+            self._flush(self._rt.sink)
+
+    def _flush(self, sink: PubSubSink) -> None:
+        if self._pending:
+            self._waiters.append(sink.start(self._pending))
+            self._pending = []
 
     def finish(self) -> None:
+        if not isinstance(self._rt.sink, PubSubSink):
+            _publish(self._rt, self._pending, self._delivery)
+            return
+        self._flush(self._rt.sink)
         try:
             for wait in self._waiters:
                 wait()
         except PublishError as error:
-            logs.error(
-                "result publish failed; the event will be delivered again",
-                event_id=self._delivery.event_id,
-                error=str(error),
-            )
-            raise RetryLater(str(error)) from None
-        if self._held:
-            _publish(self._rt, self._held, self._delivery)
+            _publish_failed(self._delivery, error)
 
 
 def _try_cancel(client: DliClient, job: JobRef) -> _Answer:
@@ -384,12 +393,16 @@ def _publish(rt: Runtime, results: list[ResultEvent], delivery: Delivery) -> Non
     try:
         rt.sink.publish(results)
     except PublishError as error:
-        logs.error(
-            "result publish failed; the event will be delivered again",
-            event_id=delivery.event_id,
-            error=str(error),
-        )
-        raise RetryLater(str(error)) from None
+        _publish_failed(delivery, error)
+
+
+def _publish_failed(delivery: Delivery, error: PublishError) -> NoReturn:
+    logs.error(
+        "result publish failed; the event will be delivered again",
+        event_id=delivery.event_id,
+        error=str(error),
+    )
+    raise RetryLater(str(error)) from None
 
 
 def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:

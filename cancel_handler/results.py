@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -18,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from cancel_handler import logs
 
 if TYPE_CHECKING:
-    from google.cloud.pubsub_v1 import PublisherClient
+    from google.pubsub_v1 import PublisherClient as GapicPublisher
 
 PUBLISH_TIMEOUT_S = 30.0
+MAX_PER_REQUEST = 1000  # Pub/Sub's limit of messages in one Publish request
 
 
 def utc_now_text() -> str:
@@ -85,76 +88,111 @@ class ResultSink(Protocol):
 
 
 class PubSubSink:
-    """Publishes to a topic and waits for every message to be confirmed, at most ``timeout_s``
+    """Publishes to a topic and waits until every message is confirmed, at most ``timeout_s``
     in all. A missing topic fails at once (``NotFound`` is not retried); an unreachable Pub/Sub
-    is retried by the client library only within ``timeout_s`` (its default retry deadline is
-    600 s), so a dead emulator or network fails the event in seconds, not minutes."""
+    is retried only within ``timeout_s`` (the library's default is 600 s), so a dead emulator
+    or network fails the event in seconds, not minutes.
+
+    It calls the Publish RPC itself (the generated ``google.pubsub_v1`` client), one request per
+    up to 1000 results, instead of the high-level client's batching: a lone result is sent at
+    once rather than after a batching window, and a bulk event's results still travel in a few
+    large requests. Requests run on a small pool, so publishing overlaps with cancelling.
+    """
 
     def __init__(
-        self, topic: str, timeout_s: float = PUBLISH_TIMEOUT_S, shared: PubSubSink | None = None
+        self,
+        topic: str,
+        timeout_s: float = PUBLISH_TIMEOUT_S,
+        emulator_host: str | None = None,
+        shared: PubSubSink | None = None,
     ) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
-        self._client: PublisherClient | None = None
-        self._lock = threading.Lock()
+        self._emulator_host = emulator_host
         self._shared = shared
+        self._client: GapicPublisher | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def to_topic(self, topic: str) -> PubSubSink:
         """A sink for another topic that shares this one's client (one gRPC channel)."""
-        return PubSubSink(topic, self._timeout_s, shared=self)
+        return PubSubSink(topic, self._timeout_s, self._emulator_host, shared=self)
 
-    def client(self) -> PublisherClient:
+    def client(self) -> GapicPublisher:
         if self._shared is not None:
             return self._shared.client()
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = _new_publisher(self._timeout_s)
+                    self._client = _new_publisher(self._emulator_host)
         return self._client
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._shared is not None:
+            return self._shared._executor()
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(4, thread_name_prefix="publish")
+        return self._pool
+
     def warm_up(self) -> None:
-        """Import google-cloud-pubsub and build the client before the first result."""
+        """Import the Pub/Sub client and build it before the first result."""
         self.client()
 
     def publish(self, results: Sequence[ResultEvent]) -> None:
-        self.publish_raw([(r.to_bytes(), r.attributes()) for r in results])
+        self.start(results)()
 
     def publish_raw(self, messages: Sequence[tuple[bytes, dict[str, str]]]) -> None:
         self.start_raw(messages)()
 
     def start(self, results: Sequence[ResultEvent]) -> Callable[[], None]:
-        """Hand the results to the publisher now; the returned function waits until each is
-        confirmed (or raises ``PublishError``), so publishing overlaps with other work."""
+        """Send the results now; the returned function waits until each is confirmed (or
+        raises ``PublishError``), so publishing overlaps with other work."""
         return self.start_raw([(r.to_bytes(), r.attributes()) for r in results])
 
     def start_raw(self, messages: Sequence[tuple[bytes, dict[str, str]]]) -> Callable[[], None]:
         if not messages:
             return _nothing
         deadline = time.monotonic() + self._timeout_s
-        try:
-            client = self.client()
-            futures = [client.publish(self.topic, data, **attrs) for data, attrs in messages]
-        except Exception as exc:  # e.g. the client could not be built
-            error = self._error(exc)
-
-            def fail() -> None:
-                raise error
-
-            return fail
+        chunks = [
+            messages[i : i + MAX_PER_REQUEST] for i in range(0, len(messages), MAX_PER_REQUEST)
+        ]
+        futures = [self._executor().submit(self._send, chunk, deadline) for chunk in chunks]
 
         def wait() -> None:
             try:
                 for future in futures:
-                    future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise PublishError(
-                    f"publishing to {self.topic} failed: not confirmed within "
-                    f"RESULT_PUBLISH_TIMEOUT_S={self._timeout_s:g} s"
-                ) from None
+                    future.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+            except (TimeoutError, FutureTimeout):
+                raise self._timed_out() from None
+            except PublishError:
+                raise
             except Exception as exc:  # any publish failure means: not confirmed
                 raise self._error(exc) from None
 
         return wait
+
+    def _send(self, chunk: Sequence[tuple[bytes, dict[str, str]]], deadline: float) -> None:
+        from google.api_core import exceptions
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timed_out()
+        client = self.client()
+        messages = [_pubsub_message(data, attrs) for data, attrs in chunk]
+        try:
+            client.publish(
+                topic=self.topic, messages=messages, retry=_retry(remaining), timeout=remaining
+            )
+        except (exceptions.RetryError, exceptions.DeadlineExceeded):
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> PublishError:
+        return PublishError(
+            f"publishing to {self.topic} failed: not confirmed within "
+            f"RESULT_PUBLISH_TIMEOUT_S={self._timeout_s:g} s"
+        )
 
     def _error(self, exc: Exception) -> PublishError:
         reason = " ".join(str(exc).split())[:500]
@@ -167,15 +205,31 @@ def _nothing() -> None:
     return None
 
 
-def _new_publisher(timeout_s: float) -> PublisherClient:
-    from google.api_core import exceptions, retry
-    from google.cloud import pubsub_v1
+def _pubsub_message(data: bytes, attributes: dict[str, str]) -> Any:
+    from google.pubsub_v1 import PubsubMessage
 
-    # Short batch latency: a lone result waits 0.5 ms for company instead of the default
-    # 10 ms batching window; bulk results published in a loop still share batches.
-    batch = pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.0005)
-    # The library's default publish retry gives up only after 600 s: far past the function's
-    # own timeout. Retry the transient codes within the publish timeout instead.
+    return PubsubMessage(data=data, attributes=attributes)
+
+
+def _new_publisher(emulator_host: str | None) -> GapicPublisher:
+    from google.pubsub_v1 import PublisherClient
+
+    if not emulator_host:
+        return PublisherClient()
+    import grpc
+    from google.auth.credentials import AnonymousCredentials
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    channel = grpc.insecure_channel(emulator_host)
+    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    transport = PublisherGrpcTransport(channel=channel, credentials=credentials)
+    return PublisherClient(transport=transport)
+
+
+def _retry(timeout_s: float) -> Any:
+    """Retry the transient codes, within the publish timeout (the library default is 600 s)."""
+    from google.api_core import exceptions, retry
+
     transient = retry.if_exception_type(
         exceptions.Aborted,
         exceptions.DeadlineExceeded,
@@ -184,17 +238,13 @@ def _new_publisher(timeout_s: float) -> PublisherClient:
         exceptions.ServiceUnavailable,
         exceptions.Unknown,
     )
-    options = pubsub_v1.types.PublisherOptions(
-        retry=retry.Retry(
-            predicate=transient,
-            initial=0.1,
-            maximum=max(0.1, min(5.0, timeout_s / 4)),
-            multiplier=2.0,
-            timeout=timeout_s,
-        ),
+    return retry.Retry(
+        predicate=transient,
+        initial=0.1,
+        maximum=max(0.1, min(5.0, timeout_s / 4)),
+        multiplier=2.0,
         timeout=timeout_s,
     )
-    return pubsub_v1.PublisherClient(batch_settings=batch, publisher_options=options)
 
 
 class PrintSink:
