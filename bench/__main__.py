@@ -542,7 +542,7 @@ def print_table(rows: list[Row]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--runs", type=int, default=5, help="cold-start runs per app")
+    parser.add_argument("--runs", type=int, default=7, help="cold-start runs per app")
     parser.add_argument("--events", type=int, default=200, help="events for warm figures")
     parser.add_argument(
         "--only",

@@ -48,6 +48,9 @@ def _warm_up_in_background() -> None:
 def _warm_up() -> None:
     try:
         rt = _handler().runtime()
+        from cancel_handler.events import prepare
+
+        prepare()
         warm = getattr(rt.sink, "warm_up", None)
         if warm is not None:
             warm()

@@ -36,6 +36,7 @@ __all__ = [
     "SourceFormat",
     "detect_format",
     "parse_event",
+    "prepare",
 ]
 
 _Parse = Callable[[dict[str, Any], Delivery, EventRules], CancelEvent | Ignored]
@@ -45,6 +46,12 @@ _FORMATS: dict[SourceFormat, tuple[_Parse, _Salvage]] = {
     "budget_notification": (budget.parse, budget.salvage),
     "event": (ours.parse, ours.salvage),
 }
+
+
+def prepare() -> None:
+    """Build the validator of our own event schema now (the models are built on first use,
+    so a cold start pays only for the formats it meets)."""
+    ours.OurEvent.model_rebuild(force=True)
 
 
 def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:

@@ -27,6 +27,7 @@ class BudgetNotification(BaseModel):
         frozen=True,
         allow_inf_nan=False,
         alias_generator=to_camel,
+        defer_build=True,
     )
 
     budget_display_name: str | None = None

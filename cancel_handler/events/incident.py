@@ -33,13 +33,13 @@ Labels = list[tuple[str, Mapping[str, Any]]]
 
 
 class _Labelled(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 
     labels: dict[str, Any] | None = None
 
 
 class Incident(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 
     incident_id: str | None = None
     state: str
@@ -52,7 +52,7 @@ class Incident(BaseModel):
 
 
 class IncidentNotification(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 
     version: str
     incident: Incident

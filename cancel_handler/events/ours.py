@@ -12,7 +12,9 @@ from cancel_handler.events.common import CancelEvent, EventRules, EventType, Inv
 
 
 class OurEvent(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        strict=True, extra="ignore", frozen=True, allow_inf_nan=False, defer_build=True
+    )
 
     event_type: str | None = None
     project_id: str | None = None
