@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from cancel_handler import logs
 from cancel_handler.boot import register_secrets, startup
@@ -34,6 +33,7 @@ from cancel_handler.dli.client import (
     JobRef,
     RetryPolicy,
     TransientFailure,
+    new_pool,
 )
 from cancel_handler.envelopes import Delivery, EnvelopeError
 from cancel_handler.errors import RetryLater
@@ -85,20 +85,16 @@ def load_settings_or_raise() -> Settings:
 
 def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime:
     register_secrets(settings)
-    session = requests.Session()
-    # No per-request scan of the environment for proxies, netrc and CA bundles (~0.5 ms a
-    # request, a third of a DLI call's own cost); TLS verification stays on (certifi).
-    session.trust_env = False
-    pool = max(16, settings.cancel_concurrency * 2)
-    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=pool))
-    session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=pool))
+    session = requests.Session()  # IAM token requests only: a few per day
+    session.trust_env = False  # TLS verification stays on (certifi)
+    pool = new_pool(max(16, settings.cancel_concurrency * 2))
     policy = RetryPolicy(
         max_attempts=settings.dli_max_attempts,
         timeout_s=settings.dli_timeout_s,
         base_delay_s=settings.retry_base_delay_s,
         max_delay_s=settings.retry_max_delay_s,
     )
-    client = DliClient(settings.dli_endpoint, build_auth(settings, session), policy, session)
+    client = DliClient(settings.dli_endpoint, build_auth(settings, session), policy, pool)
     if sink is None:
         sink = (
             PubSubSink(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -53,7 +53,8 @@ class ResultEvent:
     def to_dict(self) -> dict[str, Any]:
         """The published JSON object. Text that came from DLI or from the event (messages,
         reasons, context) passes through ``logs.redact``: no registered secret is published."""
-        data = asdict(self)
+        # not dataclasses.asdict: it deep-copies every field; redact_value copies ``context``
+        data = {f.name: getattr(self, f.name) for f in _FIELDS}
         if not data["queue_name"]:
             del data["queue_name"]
         if not data["context"]:
@@ -75,6 +76,9 @@ class ResultEvent:
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_FIELDS = fields(ResultEvent)
 
 
 class PublishError(Exception):

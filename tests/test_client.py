@@ -155,7 +155,7 @@ def test_token_auth_fetches_once_and_refreshes_after_revoke(sim: Simulator) -> N
     iam = IamSettings(sim.base_url, "robot", Secret("robot-password"), None, "domain")
     session = requests.Session()
     auth = TokenAuth(iam, session, timeout_s=2.0)
-    client = DliClient(sim.base_url, auth, RetryPolicy(timeout_s=2.0), session)
+    client = DliClient(sim.base_url, auth, RetryPolicy(timeout_s=2.0))
     first, second = sim.submit_sql_job(PID), sim.submit_sql_job(PID)
     assert client.cancel(JobRef(PID, first)).outcome == "cancelled"
     assert auth.fetch_count == 1

@@ -15,12 +15,13 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import requests
+import urllib3
+from urllib3.exceptions import NewConnectionError
 
 from cancel_handler import logs
 from cancel_handler.dli import signer
@@ -138,7 +139,7 @@ class DliClient:
         endpoint: str,
         auth: Auth,
         policy: RetryPolicy,
-        session: requests.Session | None = None,
+        pool: urllib3.PoolManager | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -148,7 +149,7 @@ class DliClient:
         self._host = parts.netloc
         self._auth = auth
         self._policy = policy
-        self._session = session or requests.Session()
+        self._pool = pool or new_pool(8)
         self._sleep = sleep
         self._clock = clock
         self._deadline: float | None = None
@@ -156,7 +157,7 @@ class DliClient:
         self._random_lock = threading.Lock()
 
     def bounded(self, deadline: float | None) -> DliClient:
-        """This client (same session, credentials and retry policy) with a deadline on the
+        """This client (same connection pool, credentials and retry policy) with a deadline on the
         ``clock`` (``time.monotonic`` by default): no attempt starts and no backoff sleeps past
         it, and each attempt's timeout is cut to the time left. ``None``: no deadline."""
         other = copy.copy(self)
@@ -359,26 +360,28 @@ class DliClient:
     def _send(self, call: Call, attempt: int, timeout: float) -> Answer:
         url = self._base[: len(self._base) - len(self._prefix)] + call.path
         if call.query:
-            # the query goes on the wire exactly as it was signed (requests would write
-            # spaces as '+' where the signature has '%20')
+            # the query goes on the wire exactly as it was signed
             url += "?" + signer.canonical_query(call.query)
         try:
             headers = self._auth.headers(call, self._host)
-            response = self._session.request(
+            raw = self._pool.request(
                 call.method,
                 url,
-                data=call.body or None,
+                body=call.body or None,
                 headers=headers,
                 timeout=timeout,
-                allow_redirects=False,
+                retries=False,
+                redirect=False,
             )
-        except requests.Timeout as exc:
+        except NewConnectionError as exc:  # a subclass of the connect timeout, but refused
+            raise _Transient("DLI_UNREACHABLE", _reason(exc)) from None
+        except urllib3.exceptions.TimeoutError as exc:
             raise _Transient("DLI_TIMEOUT", _reason(exc)) from None
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _Transient("DLI_UNREACHABLE", _reason(exc)) from None
         except IamUnavailable as exc:
             raise _Transient(exc.error_code, exc.message, exc.http_status) from None
-        return _classify(response, attempt)
+        return _classify(_Response(raw.status, raw.headers, raw.data), attempt)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cap = self._policy.max_delay_s
@@ -413,7 +416,33 @@ class _Transient(Exception):
         )
 
 
-def _classify(response: requests.Response, attempt: int) -> Answer:
+@dataclass(frozen=True)
+class _Response:
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def new_pool(size: int) -> urllib3.PoolManager:
+    """Keep-alive connections to DLI, ``size`` per host, TLS verified (certifi's CAs).
+
+    urllib3 directly rather than through requests: requests adds ~0.7 ms of request
+    preparation to every DLI call (a third of a cancel's own cost on loopback)."""
+    import certifi
+
+    return urllib3.PoolManager(
+        num_pools=4, maxsize=size, block=False, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where()
+    )
+
+
+def _classify(response: _Response, attempt: int) -> Answer:
     request_id = response.headers.get("X-Request-Id")
     status = response.status_code
     if status == 429 or status >= 500:
@@ -494,7 +523,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-def _snippet(response: requests.Response) -> str:
+def _snippet(response: _Response) -> str:
     """The start of an answer's body, for messages; registered secrets are masked."""
     return " ".join(logs.redact(response.text[:2000]).split())[:200]
 
