@@ -192,12 +192,7 @@ def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline:
     except (AuthRefused, DliRefused) as refused:
         plan = _refused_listing(event, refused)
     except CredentialsUnavailable as missing:
-        logs.error(
-            "DLI credentials unavailable; the event will be delivered again",
-            event_id=delivery.event_id,
-            error=str(missing),
-        )
-        raise RetryLater(str(missing)) from None
+        _deliver_again(delivery, "DLI credentials unavailable", missing)
     factory = _ResultFactory(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
     results = [factory.from_verdict(v) for v in plan.verdicts]
     if _should_fan_out(rt, event, plan):
@@ -222,12 +217,7 @@ def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline:
     publishing.finish()
     _log_results(delivery, results)
     if missing_credentials:
-        logs.error(
-            "DLI credentials unavailable; the event will be delivered again",
-            event_id=delivery.event_id,
-            error=str(missing_credentials[0]),
-        )
-        raise RetryLater(str(missing_credentials[0]))
+        _deliver_again(delivery, "DLI credentials unavailable", missing_credentials[0])
     if transient and retry:
         first_job, first_fault = transient[0]
         logs.warning(
@@ -265,12 +255,7 @@ def _fan_out(
     try:
         rt.fanout.publish_raw(messages)
     except PublishError as error:
-        logs.error(
-            "fan-out publish failed; the event will be delivered again",
-            event_id=delivery.event_id,
-            error=str(error),
-        )
-        raise RetryLater(str(error)) from None
+        _deliver_again(delivery, "fan-out publish failed", error)
     logs.info(
         f"fanned out {len(messages)} jobs to {rt.fanout.topic}",
         event_id=delivery.event_id,
@@ -393,10 +378,13 @@ def _publish(rt: Runtime, results: list[ResultEvent], delivery: Delivery) -> Non
 
 
 def _publish_failed(delivery: Delivery, error: PublishError) -> NoReturn:
+    _deliver_again(delivery, "result publish failed", error)
+
+
+def _deliver_again(delivery: Delivery, what: str, error: Exception) -> NoReturn:
+    """One ERROR line saying why, then ``RetryLater``: the platform delivers the event again."""
     logs.error(
-        "result publish failed; the event will be delivered again",
-        event_id=delivery.event_id,
-        error=str(error),
+        f"{what}; the event will be delivered again", event_id=delivery.event_id, error=str(error)
     )
     raise RetryLater(str(error)) from None
 
