@@ -55,9 +55,7 @@ def run() -> int:
                 "through the Pub/Sub emulator and functions-framework"
             )
             results = _in_process(env, events)
-        for result in results:
-            _say(f"result event ({result['event_type']}, job {result['job_id']}):")
-            print(json.dumps(result, indent=2))
+        _print_results(results)
         _print_states(sim, jobs)
         ok = _check(sim, jobs, results)
     _say("everything stopped")
@@ -154,6 +152,20 @@ def _in_process(env: dict[str, str], events: list[tuple[str, dict[str, Any]]]) -
         )
         handler.process(delivery, rt)
     return sink.results
+
+
+def _print_results(results: list[dict[str, Any]]) -> None:
+    """The first result event in full, then one line per result."""
+    if results:
+        _say(f"first result event, as published ({results[0]['event_type']}):")
+        print(json.dumps(results[0], indent=2))
+    _say(f"all {len(results)} result events:")
+    for r in results:
+        print(
+            f"  {r['event_type']:<16} {r['job_id']}  {r['outcome']:<17} "
+            f"is_success={str(r['is_success']).lower():<5} http={r['http_status']} "
+            f"attempts={r['attempts']}"
+        )
 
 
 def _print_states(sim: Simulator, jobs: dict[str, Any]) -> None:
