@@ -97,23 +97,19 @@ def build_runtime(settings: Settings, sink: ResultSink | None = None) -> Runtime
     client = DliClient(settings.dli_endpoint, build_auth(settings, session), policy, pool)
     if sink is None:
         sink = (
-            PubSubSink(
-                settings.result_topic, settings.publish_timeout_s, settings.pubsub_emulator_host
-            )
-            if settings.result_topic
-            else PrintSink()
+            _pubsub_sink(settings, settings.result_topic) if settings.result_topic else PrintSink()
         )
     fanout = None
-    if settings.fanout_topic:
+    if settings.fanout_topic:  # shares the result publisher's channel where there is one
         base = (
-            sink
-            if isinstance(sink, PubSubSink)
-            else PubSubSink(
-                settings.fanout_topic, settings.publish_timeout_s, settings.pubsub_emulator_host
-            )
+            sink if isinstance(sink, PubSubSink) else _pubsub_sink(settings, settings.fanout_topic)
         )
         fanout = base.to_topic(settings.fanout_topic)
     return Runtime(settings, client, sink, EventRules.from_settings(settings), fanout)
+
+
+def _pubsub_sink(settings: Settings, topic: str) -> PubSubSink:
+    return PubSubSink(topic, settings.publish_timeout_s, settings.pubsub_emulator_host)
 
 
 # -- one delivery ----------------------------------------------------------------------------
