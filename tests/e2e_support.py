@@ -7,12 +7,17 @@ Each stack lives in its own emulator project, so the topic names stay the real o
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import requests
 
 from cancel_handler.local.simulator import Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
@@ -98,3 +103,84 @@ def stop_stack(stack: LocalStack) -> None:
         stack.pubsub.delete_subscription(f"{topic}-push")
     stack.server.stop()
     stack.sim.stop()
+
+
+CE_GCP_PROJECT = "P"
+MESSAGE_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+# -- sending events ----------------------------------------------------------------------------
+
+
+def event_time(age_s: float = 0.0) -> str:
+    moment = datetime.now(UTC) - timedelta(seconds=age_s)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+YOUNG = 0.0
+OLD = 2 * 3600.0
+
+
+def cloud_event_request(
+    data: bytes,
+    *,
+    event_id: str | None = None,
+    topic: str | None = "job-timeout",
+    age_s: float = YOUNG,
+    attributes: dict[str, str] | None = None,
+    raw_data: str | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a binary-mode Pub/Sub CloudEvent, as Eventarc POSTs it."""
+    event_id = event_id or f"ce-{uuid.uuid4().hex[:12]}"
+    published = event_time(age_s)
+    resource = f"projects/{CE_GCP_PROJECT}/topics/{topic}" if topic else ""
+    message = {
+        "data": base64.b64encode(data).decode() if raw_data is None else raw_data,
+        "attributes": dict(attributes or {}),
+        "messageId": event_id,
+        "publishTime": published,
+    }
+    body = {"message": message, "subscription": f"projects/{CE_GCP_PROJECT}/subscriptions/s"}
+    headers = {
+        "ce-id": event_id,
+        "ce-source": f"//pubsub.googleapis.com/{resource}",
+        "ce-type": MESSAGE_TYPE,
+        "ce-specversion": "1.0",
+        "ce-time": published,
+        "Content-Type": "application/json",
+    }
+    return headers, json.dumps(body).encode()
+
+
+def post_cloud_event(
+    url: str,
+    event: dict[str, Any] | bytes,
+    *,
+    session: requests.Session | None = None,
+    timeout_s: float = 30,
+    **kwargs: Any,
+) -> requests.Response:
+    """POST one binary CloudEvent to the function; ``kwargs`` go to ``cloud_event_request``."""
+    data = event if isinstance(event, bytes) else json.dumps(event).encode()
+    headers, body = cloud_event_request(data, **kwargs)
+    poster = session or requests
+    return poster.post(url, data=body, headers=headers, timeout=timeout_s)
+
+
+def start_all(*servers: FunctionServer) -> None:
+    """Start servers side by side (each takes ~2 s to import and listen), then send each a
+    bad event so that its lazy start (runtime, Pub/Sub client) is behind it: timings in the
+    tests are then the function's own."""
+
+    def start(server: FunctionServer) -> None:
+        server.start()
+        warm_up = f"warm-up-{server.port}"
+        post_cloud_event(server.url, b"warm-up", event_id=warm_up, timeout_s=15)
+
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        list(pool.map(start, servers))
+
+
+def stop_all(*servers: FunctionServer) -> None:
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        list(pool.map(lambda server: server.stop(grace_s=1), servers))

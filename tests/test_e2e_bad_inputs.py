@@ -35,8 +35,7 @@ from cancel_handler.events import EventRules, InvalidEvent, parse_event
 from cancel_handler.local.simulator import Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 from tests.corpus import GCP_PROJECT, BadInput, load_bad_inputs, pubsub_cloud_event
-from tests.e2e_support import ACCESS_KEY, PROJECT_ID, SECRET_KEY
-from tests.test_e2e_faults import event_time, start_all, stop_all
+from tests.e2e_support import ACCESS_KEY, PROJECT_ID, SECRET_KEY, event_time, start_all, stop_all
 
 pytestmark = pytest.mark.emulator
 

@@ -8,27 +8,33 @@ read from the result topic on the emulator.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
-import requests
 
 from cancel_handler.local.simulator import Fault, RequestRecord, Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator, free_port
-from tests.e2e_support import ACCESS_KEY, PROJECT_ID, RESULT_TOPIC, SECRET_KEY, LocalStack
+from tests.e2e_support import (
+    ACCESS_KEY,
+    OLD,
+    PROJECT_ID,
+    RESULT_TOPIC,
+    SECRET_KEY,
+    YOUNG,
+    LocalStack,
+    post_cloud_event,
+    start_all,
+    stop_all,
+)
 
 pytestmark = pytest.mark.emulator
 
-GCP_PROJECT = "P"
-MESSAGE_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 MAX_ATTEMPTS = 3
 FAST = {
     "DLI_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
@@ -39,83 +45,6 @@ FAST = {
     "RESULT_PUBLISH_TIMEOUT_S": "5",
 }
 HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-
-
-# -- sending events ----------------------------------------------------------------------------
-
-
-def event_time(age_s: float = 0.0) -> str:
-    moment = datetime.now(UTC) - timedelta(seconds=age_s)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-YOUNG = 0.0
-OLD = 2 * 3600.0
-
-
-def cloud_event_request(
-    data: bytes,
-    *,
-    event_id: str | None = None,
-    topic: str | None = "job-timeout",
-    age_s: float = YOUNG,
-    attributes: dict[str, str] | None = None,
-    raw_data: str | None = None,
-) -> tuple[dict[str, str], bytes]:
-    """Headers and body of a binary-mode Pub/Sub CloudEvent, as Eventarc POSTs it."""
-    event_id = event_id or f"ce-{uuid.uuid4().hex[:12]}"
-    published = event_time(age_s)
-    resource = f"projects/{GCP_PROJECT}/topics/{topic}" if topic else ""
-    message = {
-        "data": base64.b64encode(data).decode() if raw_data is None else raw_data,
-        "attributes": dict(attributes or {}),
-        "messageId": event_id,
-        "publishTime": published,
-    }
-    body = {"message": message, "subscription": f"projects/{GCP_PROJECT}/subscriptions/s"}
-    headers = {
-        "ce-id": event_id,
-        "ce-source": f"//pubsub.googleapis.com/{resource}",
-        "ce-type": MESSAGE_TYPE,
-        "ce-specversion": "1.0",
-        "ce-time": published,
-        "Content-Type": "application/json",
-    }
-    return headers, json.dumps(body).encode()
-
-
-def post_cloud_event(
-    url: str,
-    event: dict[str, Any] | bytes,
-    *,
-    session: requests.Session | None = None,
-    timeout_s: float = 30,
-    **kwargs: Any,
-) -> requests.Response:
-    """POST one binary CloudEvent to the function; ``kwargs`` go to ``cloud_event_request``."""
-    data = event if isinstance(event, bytes) else json.dumps(event).encode()
-    headers, body = cloud_event_request(data, **kwargs)
-    poster = session or requests
-    return poster.post(url, data=body, headers=headers, timeout=timeout_s)
-
-
-def start_all(*servers: FunctionServer) -> None:
-    """Start servers side by side (each takes ~2 s to import and listen), then send each a
-    bad event so that its lazy start (runtime, Pub/Sub client) is behind it: timings in the
-    tests are then the function's own."""
-
-    def start(server: FunctionServer) -> None:
-        server.start()
-        warm_up = f"warm-up-{server.port}"
-        post_cloud_event(server.url, b"warm-up", event_id=warm_up, timeout_s=15)
-
-    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-        list(pool.map(start, servers))
-
-
-def stop_all(*servers: FunctionServer) -> None:
-    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-        list(pool.map(lambda server: server.stop(grace_s=1), servers))
 
 
 # -- the stack -------------------------------------------------------------------------------

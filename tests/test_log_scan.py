@@ -24,8 +24,7 @@ from cancel_handler.envelopes import Delivery
 from cancel_handler.local.simulator import Fault, Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 from cancel_handler.results import ResultEvent
-from tests.e2e_support import PROJECT_ID
-from tests.test_e2e_faults import OLD, post_cloud_event, start_all, stop_all
+from tests.e2e_support import OLD, PROJECT_ID, post_cloud_event, start_all, stop_all
 
 pytestmark = pytest.mark.emulator
 
