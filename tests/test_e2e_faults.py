@@ -336,7 +336,7 @@ def test_time_budget_stops_timeouts(stacks: Stacks) -> None:
     deletes = job_requests(stacks.sim, job_id, "DELETE")
     assert len(deletes) == result["attempts"]
     handled_at = datetime.fromisoformat(result["handled_at"]).timestamp()
-    assert handled_at - deletes[0].received_at < 1.5 + 1.0
+    assert handled_at - deletes[0].received_at < 3.0  # three full attempts: over 3 s
 
 
 def test_time_budget_stops_a_long_retry_after(stacks: Stacks) -> None:

@@ -85,7 +85,7 @@ def scan(emulator: PubSubEmulator) -> Iterator[Scan]:
         "RESULT_TOPIC": RESULT_TOPIC,
         "DLI_MAX_ATTEMPTS": "2",
         "DLI_RETRY_BASE_S": "0.01",
-        "DLI_TIMEOUT_S": "2",
+        "DLI_TIMEOUT_S": "5",  # generous: only the 503 faults may fail a call here
         "MAX_EVENT_AGE_S": "600",
         **pubsub.env(),
     }
