@@ -35,7 +35,15 @@ from cancel_handler.events import EventRules, InvalidEvent, parse_event
 from cancel_handler.local.simulator import Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 from tests.corpus import GCP_PROJECT, BadInput, load_bad_inputs, pubsub_cloud_event
-from tests.e2e_support import ACCESS_KEY, PROJECT_ID, SECRET_KEY, event_time, start_all, stop_all
+from tests.e2e_support import (
+    ACCESS_KEY,
+    PROJECT_ID,
+    SECRET_KEY,
+    base_env,
+    event_time,
+    start_all,
+    stop_all,
+)
 
 pytestmark = pytest.mark.emulator
 
@@ -63,13 +71,7 @@ def servers(emulator: PubSubEmulator) -> Iterator[Servers]:
     pubsub.create_topic(CE_TOPIC)
     pubsub.create_topic(HTTP_TOPIC)
     ce_results = pubsub.create_pull_subscription("results-ce-sub", CE_TOPIC)
-    env = {
-        "DLI_ENDPOINT": sim.base_url,
-        "DLI_PROJECT_ID": PROJECT_ID,
-        "HUAWEICLOUD_SDK_AK": ACCESS_KEY,
-        "HUAWEICLOUD_SDK_SK": SECRET_KEY,
-        **pubsub.env(),
-    }
+    env = {**base_env(sim), **pubsub.env()}
     ce = FunctionServer("cancel_dli_job", {**env, "RESULT_TOPIC": CE_TOPIC})
     http = FunctionServer("cancel_dli_job_http", {**env, "RESULT_TOPIC": HTTP_TOPIC})
     rules = EventRules.from_settings(load_settings({**env, "RESULT_TOPIC": CE_TOPIC}))

@@ -28,6 +28,7 @@ from tests.e2e_support import (
     SECRET_KEY,
     YOUNG,
     LocalStack,
+    base_env,
     post_cloud_event,
     start_all,
     stop_all,
@@ -74,15 +75,7 @@ def stacks(emulator: PubSubEmulator) -> Iterator[Stacks]:
     pubsub = emulator.with_project(f"faults-{uuid.uuid4().hex[:10]}")
     pubsub.create_topic(RESULT_TOPIC)
     subscription = pubsub.create_pull_subscription("results-faults", RESULT_TOPIC)
-    env = {
-        "DLI_ENDPOINT": sim.base_url,
-        "DLI_PROJECT_ID": PROJECT_ID,
-        "HUAWEICLOUD_SDK_AK": ACCESS_KEY,
-        "HUAWEICLOUD_SDK_SK": SECRET_KEY,
-        "RESULT_TOPIC": RESULT_TOPIC,
-        **pubsub.env(),
-        **FAST,
-    }
+    env = {**base_env(sim), "RESULT_TOPIC": RESULT_TOPIC, **pubsub.env(), **FAST}
     no_topic_name = f"results-later-{uuid.uuid4().hex[:6]}"
     main = FunctionServer("cancel_dli_job", env)
     tight = FunctionServer(
