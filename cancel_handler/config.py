@@ -419,9 +419,20 @@ def _iam(r: _Reader) -> IamSettings | None:
 
 def topic_path(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """A full topic path for a bare name, in ``GOOGLE_CLOUD_PROJECT`` or ``PUBSUB_PROJECT_ID``."""
+    return _topic_path(name, gcp_project(env))
+
+
+def gcp_project(env: Mapping[str, str] | None = None) -> str | None:
+    """The Google Cloud project named by the environment (``GOOGLE_CLOUD_PROJECT``, else the
+    emulator's ``PUBSUB_PROJECT_ID``), for the CLI's bare topic and subscription names."""
     source = os.environ if env is None else env
-    project = source.get("GOOGLE_CLOUD_PROJECT") or source.get("PUBSUB_PROJECT_ID")
-    return _topic_path(name, project)
+    return source.get("GOOGLE_CLOUD_PROJECT") or source.get("PUBSUB_PROJECT_ID") or None
+
+
+def pubsub_emulator_host(env: Mapping[str, str] | None = None) -> str | None:
+    """``PUBSUB_EMULATOR_HOST``: the Pub/Sub clients talk to the emulator there."""
+    source = os.environ if env is None else env
+    return source.get("PUBSUB_EMULATOR_HOST", "").strip() or None
 
 
 def _topic_path(name: str | None, gcp_project: str | None) -> str | None:

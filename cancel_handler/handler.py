@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import requests
 
@@ -50,6 +50,15 @@ class Report:
     fanned_out: int = 0
 
 
+class ProgressHook(Protocol):
+    """Told how many results an event will have, then each outcome as it is settled (the
+    CLI's progress line for a bulk cancel; the deployed function has none)."""
+
+    def planned(self, total: int) -> None: ...
+
+    def settled(self, outcomes: Iterable[str]) -> None: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -57,6 +66,7 @@ class Runtime:
     sink: ResultSink
     rules: EventRules
     fanout: PubSubSink | None = None
+    progress: ProgressHook | None = None
 
 
 _runtime: Runtime | None = None
@@ -191,6 +201,8 @@ def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline:
         _deliver_again(delivery, "DLI credentials unavailable", missing)
     factory = _ResultFactory(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
     results = [factory.from_verdict(v) for v in plan.verdicts]
+    if rt.progress is not None:
+        rt.progress.planned(len(results) + len(plan.targets))
     if _should_fan_out(rt, event, plan):
         return _fan_out(rt, delivery, event, plan, results)
     publishing = _Publishing(rt, delivery)
@@ -339,6 +351,8 @@ class _Publishing:
 
     def add(self, results: list[ResultEvent]) -> None:
         self._pending.extend(results)
+        if self._rt.progress is not None:
+            self._rt.progress.settled(r.outcome for r in results)
         if len(self._pending) >= self._batch and isinstance(self._rt.sink, PubSubSink):
             self._flush(self._rt.sink)
 

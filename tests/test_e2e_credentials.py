@@ -382,7 +382,7 @@ def run_cli(sim: Simulator, env: dict[str, str], *args: str) -> subprocess.Compl
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "cancel_handler.cli"]
     base = {"DLI_ENDPOINT": sim.base_url, "DLI_PROJECT_ID": PROJECT_ID, "DLI_TIMEOUT_S": "3"}
     return subprocess.run(
-        [*command, "cancel", *args],
+        [*command, "cancel", "--json", *args],
         env=child_env({**base, **env}),
         cwd=REPO_ROOT,
         capture_output=True,
