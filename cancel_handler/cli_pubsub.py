@@ -116,10 +116,14 @@ def send(args: argparse.Namespace) -> int:
         say(str(error))
         return USAGE
     reader = None
-    try:
-        if args.wait:  # before publishing: a missing subscription sends nothing
+    if args.wait:  # before publishing: a missing subscription sends nothing
+        try:
             reader = ResultReader(subscription)
             reader.check()
+        except Exception as error:
+            say(f"reading {subscription} failed, nothing was published: {error}")
+            return _exit_code_for_error(error)
+    try:
         message_id = _publish(topic, payload)
     except Exception as error:  # NotFound, PermissionDenied, timeouts: say which
         say(f"publishing to {topic} failed: {error}")
