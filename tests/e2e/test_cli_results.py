@@ -188,12 +188,13 @@ def test_results_follow_ends_cleanly_on_ctrl_c(stack: LocalStack) -> None:
         assert follower.stdout is not None
         lines = [follower.stdout.readline(), follower.stdout.readline()]  # header, the row
         follower.send_signal(signal.SIGINT)
-        out, err = follower.communicate(timeout=30)
+        rest, err = follower.communicate(timeout=30)
     finally:
         follower.kill()
 
     assert follower.returncode == 0, err
     assert lines[0].startswith("TIME") and job in lines[1] and "cancelled" in lines[1]
+    assert rest == ""
     assert "Traceback" not in err
 
 
