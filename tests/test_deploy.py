@@ -30,6 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import yaml
 
 from cancel_handler.config import KNOWN_VARIABLES, load_settings
 from tests.e2e_support import TRIGGER_TOPICS
+from tests.gcloud_support import NO_ACCOUNT, isolated_gcloud_env, script_gcloud_calls
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY_PATH = REPO / "deploy.yaml"
@@ -78,6 +80,9 @@ RESERVED_VARIABLES = {
     "FUNCTION_TARGET",
     "FUNCTION_SIGNATURE_TYPE",
 }
+# Read by functions-framework's server, not by our configuration: deploy.yaml may set them.
+SERVER_VARIABLES = {"THREADS"}
+INGRESS_CHOICES = ("all", "internal-only", "internal-and-gclb")  # gcloud functions deploy --help
 # Secret values come from mounted Secret Manager files, never from the environment.
 SECRET_VARIABLES = {
     "HUAWEICLOUD_SDK_AK",
@@ -189,6 +194,9 @@ KNOWN_FLAGS: dict[tuple[str, ...], set[str]] = {
         "--update-labels",
     },
     ("pubsub", "subscriptions", "add-iam-policy-binding"): {"--member", "--role"},
+    ("pubsub", "subscriptions", "delete"): set(),
+    ("pubsub", "subscriptions", "pull"): {"--auto-ack", "--limit"},
+    ("pubsub", "topics", "publish"): {"--attribute", "--message", "--ordering-key"},
 }
 
 # Shell variables of deploy.yaml's bash steps, with stand-in values for the offline gcloud runs.
@@ -198,10 +206,10 @@ SHELL_VARIABLES = {
     "fn": "dli-cancel-job-timeout",
     "trigger": "projects/drift-test-project/locations/europe-west3/triggers/dli-cancel-123",
     "agent": "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com",
+    "target": '"job_id": "00000000-0000-4000-8000-000000000000"',
 }
 # A bash step that ends in this line runs `gcloud` with the step's arguments after $0 and $1.
 EXEC_GCLOUD = 'exec gcloud "$$@"'
-NO_ACCOUNT = "You do not currently have an active account selected"
 
 
 # -- reading deploy.yaml ---------------------------------------------------------------------
@@ -316,23 +324,11 @@ def _shell_expand(token: str, step_id: str) -> str:
     return re.sub(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)", replace, token)
 
 
-_SHELL_OPERATOR = re.compile(r"^[();<>|&]+$")
-
-
 def _script_calls(step_id: str, script: str) -> Iterator[GcloudCall]:
-    """The ``gcloud`` commands of a bash script, one per occurrence (also inside ``$( )``)."""
-    text = script.replace("\\\n", " ")
-    for line in text.splitlines():
-        if line.strip().startswith("#") or EXEC_GCLOUD.replace("$$", "$") in line:
-            continue
-        for match in re.finditer(r"(?:^|(?<=[\s(|&;]))gcloud\s", line):
-            lexer = shlex.shlex(line[match.end() :], posix=True, punctuation_chars=True)
-            lexer.whitespace_split = True
-            argv: list[str] = []
-            for token in lexer:
-                if _SHELL_OPERATOR.match(token):
-                    break
-                argv.append(token)
+    """The ``gcloud`` commands of a bash script, one per occurrence (also inside ``$( )``);
+    the step's ``exec gcloud "$@"`` is read from its arguments instead."""
+    for argv in script_gcloud_calls(script):
+        if argv != ["$@"]:
             yield GcloudCall(step_id, argv, substituted=True)
 
 
@@ -479,7 +475,7 @@ def _strings_read_by_config() -> set[str]:
 
 
 def test_environment_names_are_read_by_the_code() -> None:
-    names = set(function_env(keep_empty=True))
+    names = set(function_env(keep_empty=True)) - SERVER_VARIABLES
     assert names <= set(KNOWN_VARIABLES), "not a variable the function reads"
     assert names <= _strings_read_by_config(), "in KNOWN_VARIABLES but not read by config.py"
     assert not names & RESERVED_VARIABLES
@@ -628,7 +624,7 @@ def test_every_deploy_is_private_and_identical_in_configuration() -> None:
         flags = resolved_flags(call)
         assert "--gen2" in flags
         assert "--no-allow-unauthenticated" in flags and "--allow-unauthenticated" not in flags
-        assert flags["--ingress-settings"] == "internal-only"
+        assert flags["--ingress-settings"] == "internal-only"  # _HTTP_INGRESS's default
         assert flags["--runtime"] in CURRENT_RUNTIMES
         assert flags["--service-account"] == (
             f"{DECLARED['_RUNTIME_SA']}@{BUILTINS['PROJECT_ID']}.iam.gserviceaccount.com"
@@ -640,6 +636,7 @@ def test_every_deploy_is_private_and_identical_in_configuration() -> None:
             k: v
             for k, v in flags.items()
             if k not in ("--entry-point", "--trigger-topic", "--trigger-http", "--retry")
+            and k != "--ingress-settings"
             and not k.startswith("--trigger-service-account")
         }
         config["--set-secrets"] = call.multi("--set-secrets")
@@ -735,25 +732,7 @@ def test_every_gcloud_flag_is_known() -> None:
         )
 
 
-def _isolated_gcloud_env(config_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CLOUDSDK_", "GOOGLE_", "GCE_")) and k != "BOTO_CONFIG"
-    }
-    env.update(
-        {
-            "CLOUDSDK_CONFIG": str(config_dir),
-            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-            "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
-            "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
-            "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "true",
-        }
-    )
-    # Should credentials turn up anyway, no request can leave this machine.
-    for api in ("CLOUDFUNCTIONS", "PUBSUB", "EVENTARC", "RUN", "IAM", "STORAGE", "CLOUDBUILD"):
-        env[f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api}"] = "http://127.0.0.1:9/"
-    return env
+_isolated_gcloud_env = isolated_gcloud_env
 
 
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not installed")
@@ -859,3 +838,136 @@ def test_runtime_lock_carries_the_framework() -> None:
     text = (REPO / "requirements.txt").read_text(encoding="utf-8")
     assert re.search(r"^functions-framework==", text, re.MULTILINE)
     assert "--hash=sha256:" in text
+
+
+# -- ingress, concurrency, smoke test -----------------------------------------------------------
+
+
+def test_only_the_http_entry_point_has_a_configurable_ingress() -> None:
+    assert DECLARED["_HTTP_INGRESS"] == "internal-only", (
+        "internal-only unless the operator opens it"
+    )
+    for call in event_deploys():
+        assert call.flags["--ingress-settings"] == "internal-only", call.step_id
+    [http] = http_deploys()
+    assert http.flags["--ingress-settings"] == "${_HTTP_INGRESS}"
+    for ingress in INGRESS_CHOICES:
+        assert (
+            resolved_flags(http, substitution_values(_HTTP_INGRESS=ingress))["--ingress-settings"]
+            == ingress
+        )
+
+
+def test_functions_framework_reads_the_server_variables() -> None:
+    import functions_framework
+
+    server = Path(functions_framework.__file__).parent / "_http" / "gunicorn.py"
+    source = server.read_text(encoding="utf-8")
+    for name in SERVER_VARIABLES:
+        assert f'os.environ.get("{name}"' in source, f"functions-framework no longer reads {name}"
+
+
+def test_one_instance_serves_many_events() -> None:
+    concurrency, cpu = int(DECLARED["_CONCURRENCY"]), float(DECLARED["_CPU"])
+    assert concurrency > 1, "an I/O-bound function pays an instance per event at concurrency 1"
+    assert cpu >= 1, "Cloud Run needs at least 1 vCPU for a concurrency above 1"
+    assert function_env()["THREADS"] == DECLARED["_CONCURRENCY"], "a thread per concurrent event"
+    for call in deploy_calls():
+        flags = resolved_flags(call)
+        assert flags["--concurrency"] == DECLARED["_CONCURRENCY"], call.step_id
+        assert flags["--cpu"] == DECLARED["_CPU"], call.step_id
+
+
+def test_config_step_refuses_a_bad_concurrency(tmp_path: Path) -> None:
+    done = _run_config_step(tmp_path, substitution_values(_CONCURRENCY="many"))
+    assert done.returncode != 0 and "_CONCURRENCY must be a whole number" in done.stderr
+    assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_the_operator_watch_subscription_is_created_on_the_result_topic() -> None:
+    creates = [
+        resolved_flags(c)
+        for c in gcloud_calls()
+        if c.command == ("pubsub", "subscriptions", "create") and c.step_id == "topics"
+    ]
+    watch = [f for f in creates if f["--topic"] == DECLARED["_RESULT_TOPIC"]]
+    assert watch and "--ack-deadline" in watch[0]
+    from cancel_handler.cli_pubsub import WATCH_SUBSCRIPTION
+
+    assert DECLARED["_WATCH_SUBSCRIPTION"] == WATCH_SUBSCRIPTION, "dli-cancel results' default"
+
+
+def test_smoke_test_runs_last_and_sends_only_dry_runs() -> None:
+    smoke = step("smoke-test")
+    waits = {s["id"]: s.get("waitFor", []) for s in STEPS}
+    assert smoke["waitFor"] == ["dead-letter"]
+    assert {"invoker-job-timeout", "invoker-budget-exceeded"} <= set(waits["dead-letter"])
+    script = smoke["args"][1]
+    assert "for topic in job-timeout budget-exceeded;" in script
+    publishes = [
+        c for c in gcloud_calls() if c.step_id == "smoke-test" and c.command[-1] == "publish"
+    ]
+    [publish] = publishes
+    message = json.loads(resolved_flags(publish)["--message"])
+    assert message["dry_run"] is True, "the smoke test must never cancel a job"
+    assert int(DECLARED["_SMOKE_TIMEOUT_S"]) >= 60, "room for two cold starts"
+
+
+def _smoke_script(values: Mapping[str, str]) -> str:
+    return substitute(step("smoke-test")["args"][1], values)
+
+
+@pytest.mark.emulator
+def test_smoke_step_passes_against_a_running_stack(emulator: Any) -> None:
+    """The step's own script, run with the real gcloud against the Pub/Sub emulator and the
+    local stack (push subscriptions -> functions-framework -> result topic)."""
+    from tests.e2e_support import start_stack, stop_stack
+    from tests.ops_support import gcloud_emulator_env
+
+    stack = start_stack(emulator)
+    try:
+        project = stack.pubsub.project
+        values = substitution_values(PROJECT_ID=project, BUILD_ID="b1", _SMOKE_TIMEOUT_S="90")
+        with gcloud_emulator_env(stack.pubsub.host, project) as env:
+            done = subprocess.run(
+                ["bash", "-c", _smoke_script(values)],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        leftover = "dli-cancel-results-smoke-b1"
+        remaining = [
+            s.name
+            for s in stack.pubsub.subscriber.list_subscriptions(
+                request={"project": f"projects/{project}"}
+            )
+        ]
+    finally:
+        stop_stack(stack)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count('"outcome":"dry_run"') == 2, done.stdout
+    assert "smoke test passed" in done.stdout
+    assert not [name for name in remaining if name.endswith(leftover)], "subscription left behind"
+
+
+@pytest.mark.emulator
+def test_smoke_step_fails_when_no_result_comes(emulator: Any) -> None:
+    """Topics without a function behind them: the step gives up after its timeout, exit 1."""
+    from tests.e2e_support import RESULT_TOPIC
+    from tests.ops_support import gcloud_emulator_env
+
+    pubsub = emulator.with_project(f"smoke-{uuid.uuid4().hex[:8]}")
+    for topic in (*SPEC_TOPICS, RESULT_TOPIC):
+        pubsub.create_topic(topic)
+    values = substitution_values(PROJECT_ID=pubsub.project, BUILD_ID="b2", _SMOKE_TIMEOUT_S="6")
+    with gcloud_emulator_env(pubsub.host, pubsub.project) as env:
+        done = subprocess.run(
+            ["bash", "-c", _smoke_script(values)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert "smoke test failed: no result within 6 s" in done.stderr
