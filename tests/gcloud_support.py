@@ -69,19 +69,31 @@ def script_gcloud_calls(script: str) -> Iterator[list[str]]:
     """The arguments (after ``gcloud``) of every gcloud command in a shell script, one per
     occurrence, also inside ``$( )`` and after a pipe; comment lines are skipped. Backslash
     continuations are joined; shell quoting is undone as bash would."""
-    text = script.replace("\\\n", " ")
-    for line in text.splitlines():
+    lines = script.replace("\\\n", " ").splitlines()
+    for index, line in enumerate(lines):
         if line.strip().startswith("#"):
             continue
         for match in re.finditer(r"(?:^|(?<=[\s(|&;{]))gcloud\s", line):
-            lexer = shlex.shlex(line[match.end() :], posix=True, punctuation_chars=True)
-            lexer.whitespace_split = True
-            argv: list[str] = []
+            yield _arguments(line[match.end() :], lines[index + 1 :])
+
+
+def _arguments(rest: str, following: list[str]) -> list[str]:
+    """The words of one command: up to a shell operator or the end of the line, unless a
+    quote runs on into the following lines."""
+    for extra in range(len(following) + 1):
+        text = "\n".join([rest, *following[:extra]])
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        argv: list[str] = []
+        try:
             for token in lexer:
                 if _SHELL_OPERATOR.match(token):
                     break
                 argv.append(token)
-            yield argv
+        except ValueError:  # "No closing quotation": the quote goes on below
+            continue
+        return argv
+    raise ValueError(f"unterminated quote in: gcloud {rest}")
 
 
 def parse_offline(calls: Sequence[Sequence[str]], cwd: Path, config_dir: Path) -> list[str]:
@@ -94,7 +106,13 @@ def parse_offline(calls: Sequence[Sequence[str]], cwd: Path, config_dir: Path) -
 
     def run(argv: Sequence[str]) -> str:
         done = subprocess.run(
-            [gcloud, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+            [gcloud, *argv],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         return done.stderr
 
