@@ -19,13 +19,15 @@ import pytest
 import yaml
 
 from tests.e2e_support import (
+    ACCESS_KEY,
     PROJECT_ID,
+    SECRET_KEY,
     LocalStack,
     post_cloud_event,
     start_stack,
     stop_stack,
 )
-from tests.ops_support import REPO_ROOT, PubSubEmulator
+from tests.ops_support import REPO_ROOT, PubSubEmulator, Simulator
 
 pytestmark = pytest.mark.emulator
 
@@ -40,9 +42,28 @@ def deployed_threads() -> str:
     return str(deploy["substitutions"]["_CONCURRENCY"])
 
 
-def test_one_instance_serves_many_events_at_once(emulator: PubSubEmulator) -> None:
-    threads = deployed_threads()
-    stack = start_stack(emulator, env={"THREADS": threads, "CANCEL_CONCURRENCY": "8"})
+IAM_USER = ("docs-domain", "dli-robot")
+IAM_PASSWORD = "iam-password-3c9e1f7a"
+
+
+def auth_env(auth: str, sim: Simulator) -> dict[str, str]:
+    if auth == "aksk":
+        return {}
+    return {
+        "DLI_AUTH": "token",
+        "IAM_ENDPOINT": sim.base_url,
+        "IAM_DOMAIN": IAM_USER[0],
+        "IAM_USERNAME": IAM_USER[1],
+        "IAM_PASSWORD": IAM_PASSWORD,
+    }
+
+
+@pytest.mark.parametrize("auth", ["aksk", "token"])
+def test_one_instance_serves_many_events_at_once(emulator: PubSubEmulator, auth: str) -> None:
+    sim = Simulator(credentials={ACCESS_KEY: SECRET_KEY}, iam_users={IAM_USER: IAM_PASSWORD})
+    sim.start()
+    env = {"THREADS": deployed_threads(), "CANCEL_CONCURRENCY": "8", **auth_env(auth, sim)}
+    stack = start_stack(emulator, env=env, sim=sim)
     try:
         stack.sim.set_cancel_delay(CANCEL_DELAY_S)
         singles = [stack.sim.submit_sql_job(PROJECT_ID) for _ in range(SINGLE_EVENTS)]
@@ -74,6 +95,10 @@ def test_one_instance_serves_many_events_at_once(emulator: PubSubEmulator) -> No
         per_job = Counter(r.path.rstrip("/").rsplit("/", 1)[-1] for r in cancels)
         assert per_job == Counter(all_jobs), "each job cancelled exactly once"
         assert max_in_flight(stack) > 1, "the events were served one after another"
+        assert {r.auth for r in cancels} == {auth}
+        if auth == "token":  # one token for the project, shared by every request thread
+            tokens = [r for r in stack.sim.requests() if r.path == "/v3/auth/tokens"]
+            assert len(tokens) == 1 and len(stack.sim.issued_tokens()) == 1
         output = stack.server.output()
         assert "Traceback" not in output and '"severity": "ERROR"' not in output
     finally:
