@@ -35,7 +35,6 @@ from cancel_handler.cli_output import (
 if TYPE_CHECKING:
     from google.cloud import pubsub_v1
 
-WATCH_SUBSCRIPTION = "dli-cancel-results-ops"  # created by deploy.yaml for the operator
 PUBLISH_TIMEOUT_S = 60.0
 IDLE_S = 3.0  # `results` without --follow stops after this long without a message
 PULL_WAIT_S = 2.0

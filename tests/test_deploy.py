@@ -892,7 +892,7 @@ def test_the_operator_watch_subscription_is_created_on_the_result_topic() -> Non
     ]
     watch = [f for f in creates if f["--topic"] == DECLARED["_RESULT_TOPIC"]]
     assert watch and "--ack-deadline" in watch[0]
-    from cancel_handler.cli_pubsub import WATCH_SUBSCRIPTION
+    from cancel_handler.cli_parser import WATCH_SUBSCRIPTION
 
     assert DECLARED["_WATCH_SUBSCRIPTION"] == WATCH_SUBSCRIPTION, "dli-cancel results' default"
 
