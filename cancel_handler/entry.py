@@ -20,7 +20,7 @@ from cancel_handler.errors import RetryLater
 from cancel_handler.results import results_json
 
 if TYPE_CHECKING:
-    from cancel_handler.handler import Runtime
+    from cancel_handler.runtime import Runtime
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 HttpAnswer = tuple[str, int, dict[str, str]]
@@ -47,13 +47,11 @@ def _warm_up_in_background() -> None:
 
 def _warm_up() -> None:
     try:
-        rt = _handler().runtime()
+        rt = _runtime()
         from cancel_handler.events import prepare
 
         prepare()
-        warm = getattr(rt.sink, "warm_up", None)
-        if warm is not None:
-            warm()
+        rt.sink.warm_up()
     except Exception as error:  # a configuration error is reported by every event instead
         logs.debug("warm-up skipped", error=logs.exception_text(error))
 
@@ -64,11 +62,17 @@ def _handler() -> ModuleType:
     return handler
 
 
+def _runtime() -> Runtime:
+    """The instance's runtime; the first call imports the function's heavy part."""
+    from cancel_handler.runtime import runtime
+
+    return runtime()
+
+
 def on_cloud_event(event: Any) -> None:
     """Raises ``RetryLater`` (-> HTTP 500, Pub/Sub redelivers) when the event must come again."""
     try:
-        handler = _handler()
-        rt = handler.runtime()
+        rt = _runtime()
     except RetryLater as error:
         logs.error(
             "event not handled: configuration error; it will be delivered again",
@@ -77,6 +81,7 @@ def on_cloud_event(event: Any) -> None:
             error=str(error),
         )
         raise
+    handler = _handler()
     try:
         delivery = from_cloud_event(event, rt.settings.max_body_bytes)
     except EnvelopeError as error:
@@ -89,8 +94,7 @@ def on_http(request: Any) -> HttpAnswer:
     if request.method != "POST":
         return _error(405, "only POST is accepted")
     try:
-        handler = _handler()
-        rt = handler.runtime()
+        rt = _runtime()
     except RetryLater as error:
         logs.error("request not handled: configuration error", outcome="retry", error=str(error))
         return _error(503, "configuration error: see the function's log")

@@ -26,16 +26,14 @@ from cancel_handler.config import (
 from cancel_handler.dli import auth
 from cancel_handler.dli.auth import (
     AkSkAuth,
-    AuthRefused,
     Call,
-    CredentialsUnavailable,
     EnvCredentials,
     FileCredentials,
-    IamUnavailable,
     TokenAuth,
     build_auth,
     renew_margin_s,
 )
+from cancel_handler.dli.errors import AuthRefused, CredentialsUnavailable, TransientFault
 from cancel_handler.local.sim_auth import AkSkVerifier, SignedRequest
 from cancel_handler.local.sim_types import ApiError, Headers
 
@@ -427,7 +425,7 @@ def test_twenty_threads_at_a_cold_start_fetch_one_token() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error"), [(503, IamUnavailable), (401, AuthRefused)], ids=["5xx", "refused"]
+    ("status", "error"), [(503, TransientFault), (401, AuthRefused)], ids=["5xx", "refused"]
 )
 def test_threads_waiting_for_a_failed_fetch_share_its_failure(
     status: int, error: type[Exception]
@@ -469,7 +467,7 @@ def test_failed_renewal_keeps_the_valid_token_until_it_expires() -> None:
     clock.now = 1000 + 950
     assert tokens.token(PID) == "token-1"
     clock.now = 1000 + 1000  # expired: the failure shows now
-    with pytest.raises(IamUnavailable) as raised:
+    with pytest.raises(TransientFault) as raised:
         tokens.token(PID)
     assert raised.value.error_code == "IAM_HTTP_503"
 
@@ -535,18 +533,18 @@ def test_password_file_is_read_for_every_fetch(tmp_path: Path) -> None:
         ),
         (make_response(403, b"<html>denied</html>"), AuthRefused, "IAM_HTTP_403"),
         (make_response(201, {"token": {}}), AuthRefused, "IAM_NO_TOKEN"),
-        (make_response(429, {}), IamUnavailable, "IAM_HTTP_429"),
-        (make_response(502, b"bad gateway"), IamUnavailable, "IAM_HTTP_502"),
+        (make_response(429, {}), TransientFault, "IAM_HTTP_429"),
+        (make_response(502, b"bad gateway"), TransientFault, "IAM_HTTP_502"),
     ],
 )
 def test_iam_refusals_carry_iams_code(
-    response: requests.Response, error: type[AuthRefused | IamUnavailable], code: str
+    response: requests.Response, error: type[AuthRefused | TransientFault], code: str
 ) -> None:
     tokens = token_auth(FakeIam(lambda n: response))
     with pytest.raises(error) as raised:
         tokens.token(PID)
     refused = raised.value
-    assert isinstance(refused, AuthRefused | IamUnavailable)
+    assert isinstance(refused, AuthRefused | TransientFault)
     assert refused.error_code == code
     assert "pw-1" not in str(refused) + refused.message
 
@@ -562,7 +560,7 @@ def test_iam_unreachable_is_transient(exc: Exception, code: str) -> None:
     def answer(n: int) -> requests.Response:
         raise exc
 
-    with pytest.raises(IamUnavailable) as raised:
+    with pytest.raises(TransientFault) as raised:
         token_auth(FakeIam(answer)).token(PID)
     assert (raised.value.error_code, raised.value.http_status) == (code, None)
 

@@ -15,8 +15,9 @@ import requests
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from cancel_handler import entry, handler
+from cancel_handler import boot, entry, runtime
 from cancel_handler.config import KNOWN_VARIABLES, ConfigError, Settings, load_settings
+from cancel_handler.errors import RetryLater
 from cancel_handler.local.stack import REPO_ROOT, FunctionServer, child_env
 from tests.corpus import pubsub_cloud_event
 
@@ -172,7 +173,7 @@ def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[st
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setattr(handler, "_runtime", None)
+        monkeypatch.setattr(runtime, "_runtime", None)
 
     yield use
 
@@ -186,7 +187,7 @@ def test_startup_names_every_problem_once_and_events_raise(
 ) -> None:
     fresh_handler({**without("DLI_ENDPOINT"), "DLI_AUTH": "nope", "HUAWEICLOUD_SDK_SK": SK})
 
-    handler.startup()
+    boot.startup()
     [line] = capsys.readouterr().out.splitlines()
     record = json.loads(line)
     assert record["severity"] == "ERROR"
@@ -197,7 +198,7 @@ def test_startup_names_every_problem_once_and_events_raise(
 
     event = pubsub_cloud_event(b'{"job_id": "x"}', topic="job-timeout", message_id="e1")
     for _ in range(2):  # every event, not just the first
-        with pytest.raises(handler.RetryLater) as raised:
+        with pytest.raises(RetryLater) as raised:
             entry.on_cloud_event(event)
         assert "DLI_ENDPOINT or DLI_REGION is required" in str(raised.value)
         body, status, _ = entry.on_http(post(b'{"event_type": "job-timeout"}'))
@@ -212,13 +213,13 @@ def test_a_configuration_fixed_later_is_used(
     fresh_handler: Callable[[dict[str, str]], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh_handler(without("DLI_ENDPOINT"))
-    handler.startup()
-    with pytest.raises(handler.RetryLater):
-        handler.runtime()
+    boot.startup()
+    with pytest.raises(RetryLater):
+        runtime.runtime()
 
     monkeypatch.setenv("DLI_ENDPOINT", "https://dli.example.com")  # e.g. a secret mounted late
 
-    settings: Settings = handler.runtime().settings
+    settings: Settings = runtime.runtime().settings
     assert settings.dli_endpoint == "https://dli.example.com"
 
 

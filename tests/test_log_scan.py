@@ -19,11 +19,14 @@ import requests
 
 from cancel_handler import handler
 from cancel_handler.config import ConfigError, Settings, load_settings
-from cancel_handler.dli.client import JobRef, TransientFailure
+from cancel_handler.dli.errors import TransientFailure
+from cancel_handler.dli.types import JobRef
 from cancel_handler.envelopes import Delivery
+from cancel_handler.errors import RetryLater
 from cancel_handler.local.simulator import Fault, Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
-from cancel_handler.results import ResultEvent
+from cancel_handler.results import MemorySink
+from cancel_handler.runtime import build_runtime
 from tests.e2e_support import OLD, PROJECT_ID, post_cloud_event, start_all, stop_all
 
 pytestmark = pytest.mark.emulator
@@ -159,7 +162,7 @@ def in_process_texts(scan: Scan) -> list[str]:
     configured with the AK/SK server's settings (so it holds the AK, SK and security token,
     not the IAM password)."""
     settings = load_settings(scan.envs[0])
-    rt = handler.build_runtime(settings, sink=_Memory())  # registers the secrets, as at start
+    rt = build_runtime(settings, sink=MemorySink())  # registers the secrets, as at start
     job = scan.sim.submit_sql_job(PROJECT_ID)
     scan.sim.add_fault(Fault(count=4, status=503, body=ECHO_BODY, path_contains=job))
     texts: list[str] = []
@@ -167,19 +170,11 @@ def in_process_texts(scan: Scan) -> list[str]:
         rt.client.cancel(JobRef(PROJECT_ID, job))
     texts += [str(failure.value), repr(failure.value), failure.value.message]
     delivery = Delivery(f'{{"job_id": "{job}"}}'.encode(), {}, "job-timeout", "x", None, "http")
-    with pytest.raises(handler.RetryLater) as retry:
+    with pytest.raises(RetryLater) as retry:
         handler.process(delivery, rt)
     texts += [str(retry.value), repr(retry.value)]
     texts += [repr(settings), str(settings), repr(rt.client), repr(rt)]
     return texts
-
-
-class _Memory:
-    def __init__(self) -> None:
-        self.results: list[ResultEvent] = []
-
-    def publish(self, results: Any) -> None:
-        self.results.extend(results)
 
 
 def test_no_secret_in_logs_results_answers_or_exceptions(scan: Scan) -> None:

@@ -13,8 +13,9 @@ from werkzeug.exceptions import NotFound
 from cancel_handler import entry, handler, logs
 from cancel_handler.config import load_settings
 from cancel_handler.envelopes import Delivery
-from cancel_handler.handler import RetryLater
-from cancel_handler.results import ResultEvent
+from cancel_handler.errors import RetryLater
+from cancel_handler.results import MemorySink, ResultEvent
+from cancel_handler.runtime import build_runtime
 
 
 def secret(prefix: str) -> str:
@@ -233,7 +234,7 @@ def test_a_payload_that_crashes_the_validators_is_still_acknowledged(
         raise TypeError("unforeseen shape")
 
     monkeypatch.setattr(handler, "parse_event", broken)
-    sink = _Memory()
+    sink = MemorySink()
     settings = load_settings(
         {
             "DLI_ENDPOINT": "http://127.0.0.1:9",
@@ -242,22 +243,14 @@ def test_a_payload_that_crashes_the_validators_is_still_acknowledged(
         },
         local_run=True,
     )
-    rt = handler.build_runtime(settings, sink=sink)
+    rt = build_runtime(settings, sink=sink)
     delivery = Delivery(b"{}", {}, "job-timeout", "e-crash", None, "cloudevent")
 
     report = handler.process(delivery, rt)
 
     [result] = sink.results
-    assert report.invalid and result.outcome == "invalid_event"
-    assert result.message == "event: could not be read (TypeError)"
+    assert report.invalid and result["outcome"] == "invalid_event"
+    assert result["message"] == "event: could not be read (TypeError)"
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert (record["severity"], record["event_id"]) == ("ERROR", "e-crash")
     assert "unforeseen shape" in record["stack_trace"]
-
-
-class _Memory:
-    def __init__(self) -> None:
-        self.results: list[ResultEvent] = []
-
-    def publish(self, results: Any) -> None:
-        self.results.extend(results)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -21,14 +20,6 @@ from cancel_handler.local.stack import FunctionServer, PubSubEmulator, gcloud_av
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 RESULT_TOPIC = "dli-cancel-results"
 TRIGGER_TOPICS = ("job-timeout", "budget-exceeded")
-
-
-class _ListSink:
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-
-    def publish(self, results: Sequence[Any]) -> None:
-        self.results.extend(r.to_dict() for r in results)
 
 
 def run() -> int:
@@ -138,9 +129,11 @@ def _in_process(env: dict[str, str], events: list[tuple[str, dict[str, Any]]]) -
     from cancel_handler import handler
     from cancel_handler.config import load_settings
     from cancel_handler.envelopes import Delivery
+    from cancel_handler.results import MemorySink
+    from cancel_handler.runtime import build_runtime
 
-    sink = _ListSink()
-    rt = handler.build_runtime(load_settings(env, local_run=True), sink=sink)
+    sink = MemorySink()
+    rt = build_runtime(load_settings(env, local_run=True), sink=sink)
     for topic, event in events:
         delivery = Delivery(
             json.dumps(event).encode(),
