@@ -315,11 +315,15 @@ def _cancel_all(
             on_outcome(job, CallOutcome("dry_run", False))
     elif len(targets) <= 1:
         for job in targets:
-            settle(job, _try_cancel(client, job))
+            settle(job, logs.carry(_try_cancel, job_id=job.job_id)(client, job))
     else:
         workers = min(concurrency, len(targets))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cancel") as pool:
-            futures = {pool.submit(_try_cancel, client, job): job for job in targets}
+            # Each worker logs with the event's labels and trace, and its job's id.
+            futures = {
+                pool.submit(logs.carry(_try_cancel, job_id=job.job_id), client, job): job
+                for job in targets
+            }
             for future in as_completed(futures):
                 settle(futures[future], future.result())
     return failed, missing

@@ -15,6 +15,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from cancel_handler import logs
 from cancel_handler.config import Settings
 from cancel_handler.dli.auth import AuthRefused
 from cancel_handler.dli.client import (
@@ -139,7 +140,7 @@ def _skip_finished(plan: Plan, client: DliClient, concurrency: int) -> None:
     else:
         workers = min(concurrency, len(explicit))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="state") as pool:
-            states = list(pool.map(state_of, explicit))
+            states = list(pool.map(logs.carry(state_of), explicit))  # with the event's labels
     finished = {
         job.job_id: (job, state)
         for job, state in zip(explicit, states, strict=True)
