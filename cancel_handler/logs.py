@@ -261,6 +261,7 @@ _RECORD_ATTRIBUTES = frozenset(
     }
 )
 _LABELLED_FIELDS = ("event_id", "job_id")
+_SPECIAL_PREFIX = "logging.googleapis.com/"
 _SEVERITIES = ((50, "CRITICAL"), (40, "ERROR"), (30, "WARNING"), (20, "INFO"), (0, "DEBUG"))
 # Libraries that log a line per request or connection at INFO/DEBUG.
 NOISY_LOGGERS = ("urllib3", "google", "grpc", "werkzeug")
@@ -331,7 +332,9 @@ class CloudLoggingFormatter(logging.Formatter):
         if labels:
             entry["logging.googleapis.com/labels"] = labels
         for key, value in {**extra, **fields}.items():
-            entry.setdefault(key, value)  # a field cannot replace a Cloud Logging field
+            # A field cannot replace or forge a Cloud Logging field.
+            if key not in entry and not key.startswith(_SPECIAL_PREFIX):
+                entry[key] = value
         return _ENCODER.encode(entry)
 
     def _add_trace(self, entry: dict[str, Any], context: _Context | None) -> None:
@@ -384,7 +387,10 @@ class JsonLinesHandler(logging.Handler):
         try:
             line = self.format(record)
             out = getattr(record, _STREAM_ATTRIBUTE, None) or self.stream or sys.stdout
-            out.write(line + "\n")
+            # The newline is a write of its own: functions-framework's LOG_EXECUTION_ID
+            # wrapper of stdout rewrites each write as one line, and skips a lone newline.
+            out.write(line)
+            out.write("\n")
             out.flush()
         except Exception:
             self.handleError(record)
