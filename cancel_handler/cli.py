@@ -108,6 +108,7 @@ def _cancel(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"dli-cancel: {error}", file=sys.stderr)
         return 2
+    logs.setup(settings.log_level)  # still on stderr
     event: dict[str, Any] = {
         "event_type": "job-timeout",
         "job_id": args.job_id,

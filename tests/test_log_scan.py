@@ -3,12 +3,19 @@ function said (its server output, HTTP answers, published results, exception tex
 
 Scenario: AK/SK with a security token (good event, bad event, a 503 whose body echoes every
 secret and an Authorization header, on a young and an old event), a wrong SK (DLI's 401)
-through the HTTP entry, and IAM token auth (the issued tokens are secrets too).
+through the HTTP entry, and IAM token auth (the issued tokens are secrets too). The token server
+runs with functions-framework's LOG_EXECUTION_ID, which adds a root handler and wraps stdout:
+still one JSON line per record.
+
+Then the lines themselves: trace and labels from a CloudEvent's ``traceparent`` extension and an
+HTTP request's ``X-Cloud-Trace-Context``.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +34,14 @@ from cancel_handler.local.simulator import Fault, Simulator
 from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 from cancel_handler.results import MemorySink
 from cancel_handler.runtime import build_runtime
-from tests.e2e_support import OLD, PROJECT_ID, post_cloud_event, start_all, stop_all
+from tests.e2e_support import (
+    OLD,
+    PROJECT_ID,
+    cloud_event_request,
+    post_cloud_event,
+    start_all,
+    stop_all,
+)
 
 pytestmark = pytest.mark.emulator
 
@@ -101,6 +115,7 @@ def scan(emulator: PubSubEmulator) -> Iterator[Scan]:
     wrong_env = {**aksk_env, "HUAWEICLOUD_SDK_SK": WRONG_SK}
     token_env = {
         **common,
+        "LOG_EXECUTION_ID": "true",
         "DLI_AUTH": "token",
         "IAM_ENDPOINT": sim.base_url,
         "IAM_USERNAME": IAM_USER,
@@ -212,6 +227,59 @@ def test_no_secret_in_logs_results_answers_or_exceptions(scan: Scan) -> None:
     # and the scan did see what it looked for
     assert "rejected" in places["http server output"]
     assert "transient DLI fault" in places["aksk server output"]
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLOUD_TRACE_ID = "105445aa7843bc8bf206b12000100000"
+
+
+def wait_for_line(server: FunctionServer, message: str, timeout_s: float = 10) -> dict[str, Any]:
+    """The one JSON line of ``server`` whose message is ``message`` (waits for it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [
+            record
+            for record in map(json.loads, server.output().splitlines())
+            if record.get("message") == message
+        ]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, f"{message!r}: {len(found)} lines"
+            return found[0]
+        time.sleep(0.05)
+
+
+def test_lines_carry_the_events_trace_and_labels_once_each(scan: Scan) -> None:
+    trace = f"projects/{scan.pubsub.project}/traces"
+    job = scan.sim.submit_sql_job(PROJECT_ID)
+    headers, body = cloud_event_request(json.dumps({"job_id": job}).encode())
+    headers["ce-traceparent"] = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+    answer = requests.post(scan.token.url, data=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+    record = wait_for_line(scan.token, f"job {job}: cancelled")
+    assert record["logging.googleapis.com/trace"] == f"{trace}/{TRACE_ID}"
+    labels = record["logging.googleapis.com/labels"]
+    assert (labels["event_id"], labels["job_id"]) == (headers["ce-id"], job)
+    assert labels["execution_id"]  # functions-framework's label, added to ours
+    assert "Traceback" not in scan.token.output()
+    assert all(line.startswith("{") for line in scan.token.output().splitlines())
+
+    refused = scan.sim.submit_sql_job(PROJECT_ID)
+    answer = requests.post(
+        scan.wrong.url,
+        json={"event_type": "job-timeout", "job_id": refused},
+        headers={"X-Cloud-Trace-Context": f"{CLOUD_TRACE_ID}/255;o=1"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["results"]
+    record = wait_for_line(scan.wrong, f"job {refused}: rejected")
+    assert record["logging.googleapis.com/trace"] == f"{trace}/{CLOUD_TRACE_ID}"
+    assert record["logging.googleapis.com/spanId"] == "00000000000000ff"
+    assert record["logging.googleapis.com/labels"] == {
+        "event_id": result["source_event_id"],
+        "job_id": refused,
+    }
 
 
 def test_settings_and_config_errors_hide_secrets() -> None:

@@ -61,10 +61,14 @@ def test_values_that_are_not_json_are_written_as_text() -> None:
 
 
 def test_the_helpers_write_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    logs.debug("d")
-    logs.info("i")
-    logs.warning("w")
-    logs.error("e", event_id="1")
+    logs.setup("DEBUG")
+    try:
+        logs.debug("d")
+        logs.info("i")
+        logs.warning("w")
+        logs.error("e", event_id="1")
+    finally:
+        logs.setup("INFO")
 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["severity"], r["message"]) for r in lines] == [
