@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from cancel_handler.local.stack import (
+from devstack.stack import (
     REPO_ROOT,
     PubSubEmulator,
     SimulatorProcess,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cancel_handler.local.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
+from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
 
 EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"

@@ -36,8 +36,8 @@ from cancel_handler.dli.auth import (
     build_auth,
     renew_margin_s,
 )
-from cancel_handler.local.sim_auth import AkSkVerifier, SignedRequest
-from cancel_handler.local.sim_types import ApiError, Headers
+from dli_simulator.auth import AkSkVerifier, SignedRequest
+from dli_simulator.model import ApiError, Headers
 
 PID = "0123456789abcdef0123456789abcdef"
 PID2 = "fedcba9876543210fedcba9876543210"

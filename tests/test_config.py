@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request
 
 from cancel_handler import entry, handler
 from cancel_handler.config import KNOWN_VARIABLES, ConfigError, Settings, load_settings
-from cancel_handler.local.stack import REPO_ROOT, FunctionServer, child_env
+from devstack.stack import REPO_ROOT, FunctionServer, child_env
 from tests.corpus import pubsub_cloud_event
 
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cancel_handler.local.stack import REPO_ROOT, child_env
+from devstack.stack import REPO_ROOT, child_env
 
 pytestmark = pytest.mark.emulator
 

@@ -32,8 +32,8 @@ from cancel_handler.envelopes import (
     from_http_body,
 )
 from cancel_handler.events import EventRules, InvalidEvent, parse_event
-from cancel_handler.local.simulator import Simulator
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator
+from devstack.stack import FunctionServer, PubSubEmulator
+from dli_simulator.simulator import Simulator
 from tests.corpus import GCP_PROJECT, BadInput, load_bad_inputs, pubsub_cloud_event
 from tests.e2e_support import (
     ACCESS_KEY,

@@ -27,8 +27,8 @@ from typing import Any, cast
 import pytest
 import requests
 
-from cancel_handler.local.simulator import Fault, RequestRecord, Simulator
-from cancel_handler.local.stack import REPO_ROOT, PubSubEmulator, child_env
+from devstack.stack import REPO_ROOT, PubSubEmulator, child_env
+from dli_simulator.simulator import Fault, RequestRecord, Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
     PROJECT_ID,

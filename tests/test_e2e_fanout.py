@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cancel_handler.local.stack import PubSubEmulator
+from devstack.stack import PubSubEmulator
 from tests.e2e_support import PROJECT_ID, LocalStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.emulator

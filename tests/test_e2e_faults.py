@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cancel_handler.local.simulator import Fault, RequestRecord, Simulator
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator, free_port
+from devstack.stack import FunctionServer, PubSubEmulator, free_port
+from dli_simulator.simulator import Fault, RequestRecord, Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
     OLD,

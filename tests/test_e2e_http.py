@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from cancel_handler.local.simulator import Fault
-from cancel_handler.local.stack import PubSubEmulator
+from devstack.stack import PubSubEmulator
+from dli_simulator.simulator import Fault
 from tests.corpus import encode, load_fixture, push_envelope
 from tests.e2e_support import PROJECT_ID, LocalStack, start_stack, stop_stack
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from cancel_handler.local.simulator import Fault, Simulator
-from cancel_handler.local.stack import PubSubEmulator
+from devstack.stack import PubSubEmulator
+from dli_simulator.simulator import Fault, Simulator
 from tests.corpus import load_fixture
 from tests.e2e_support import (
     ACCESS_KEY,

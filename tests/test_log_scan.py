@@ -21,9 +21,9 @@ from cancel_handler import handler
 from cancel_handler.config import ConfigError, Settings, load_settings
 from cancel_handler.dli.client import JobRef, TransientFailure
 from cancel_handler.envelopes import Delivery
-from cancel_handler.local.simulator import Fault, Simulator
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 from cancel_handler.results import ResultEvent
+from devstack.stack import FunctionServer, PubSubEmulator
+from dli_simulator.simulator import Fault, Simulator
 from tests.e2e_support import OLD, PROJECT_ID, post_cloud_event, start_all, stop_all
 
 pytestmark = pytest.mark.emulator

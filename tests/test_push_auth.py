@@ -26,8 +26,8 @@ from google.auth import crypt, jwt
 
 from cancel_handler import push_auth
 from cancel_handler.config import Settings, load_settings
-from cancel_handler.local.stack import PubSubEmulator
 from cancel_handler.push_auth import PushAuthError, verify_push_token
+from devstack.stack import PubSubEmulator
 from tests.corpus import encode, push_envelope
 from tests.e2e_support import PROJECT_ID, LocalStack, start_stack, stop_stack
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cancel_handler.local.stack import (
+from devstack.stack import (
     FunctionServer,
     PubSubEmulator,
     SimulatorProcess,
@@ -176,8 +176,8 @@ def test_simulator_process_reports_its_base_url(tmp_path: Path) -> None:
 
 
 def test_simulator_process_runs_the_real_simulator() -> None:
-    if importlib.util.find_spec("cancel_handler.local.simulator") is None:
-        pytest.skip("cancel_handler.local.simulator not written yet")
+    if importlib.util.find_spec("dli_simulator.simulator") is None:
+        pytest.skip("dli_simulator.simulator not written yet")
     sim = SimulatorProcess()  # no credentials given: it prints generated ones on stderr first
     base_url = sim.start()
     try:

@@ -13,9 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
-from cancel_handler.local.sim_auth import AkSkVerifier, SignedRequest, TokenService, auth_kind
-from cancel_handler.local.sim_store import JobStore, sql_job_type
-from cancel_handler.local.sim_types import (
+from dli_simulator.auth import AkSkVerifier, SignedRequest, TokenService, auth_kind
+from dli_simulator.model import (
     NO_SUCH_API,
     PARAM_ERROR,
     PROJECT_ID_RE,
@@ -28,6 +27,7 @@ from cancel_handler.local.sim_types import (
     RequestRecord,
     Response,
 )
+from dli_simulator.store import JobStore, sql_job_type
 
 PID = r"(?P<pid>[^/]+)"
 ID = r"(?P<job_id>[^/]+)"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cancel_handler.dli import signer
-from cancel_handler.local.sim_types import (
+from dli_simulator.model import (
     SERVICE_AUTH_ERROR,
     TOKEN_ERROR,
     USER_AUTH_ERROR,

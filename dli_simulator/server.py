@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cancel_handler.local.sim_core import Incoming, SimCore
-from cancel_handler.local.sim_types import Fault, Headers, RequestRecord, Response
+from dli_simulator.core import Incoming, SimCore
+from dli_simulator.model import Fault, Headers, RequestRecord, Response
 
 ADMIN_PREFIX = "/_sim/"
 MAX_BODY = 16 * 1024 * 1024

@@ -51,9 +51,9 @@ import sys
 import threading
 from types import FrameType, TracebackType
 
-from cancel_handler.local.sim_core import SimCore
-from cancel_handler.local.sim_http import SimServer
-from cancel_handler.local.sim_types import Fault, Headers, RequestRecord
+from dli_simulator.core import SimCore
+from dli_simulator.model import Fault, Headers, RequestRecord
+from dli_simulator.server import SimServer
 
 __all__ = ["Fault", "Headers", "RequestRecord", "Simulator", "main"]
 
@@ -233,7 +233,7 @@ def _iam_users() -> dict[tuple[str, str], str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cancel_handler.local.simulator", description="Run the DLI simulator."
+        prog="python -m dli_simulator.simulator", description="Run the DLI simulator."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

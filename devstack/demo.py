@@ -15,8 +15,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-from cancel_handler.local.simulator import Simulator
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator, gcloud_available
+from devstack.stack import FunctionServer, PubSubEmulator, gcloud_available
+from dli_simulator.simulator import Simulator
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 RESULT_TOPIC = "dli-cancel-results"

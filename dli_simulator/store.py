@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cancel_handler.local.sim_types import (
+from dli_simulator.model import (
     NO_RESOURCE,
     NOT_FOUND,
     NOT_SUPPORTED,
