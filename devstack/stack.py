@@ -668,7 +668,7 @@ class FunctionServer(_ManagedProcess):
 
 
 class SimulatorProcess(_ManagedProcess):
-    """The DLI simulator (``python -m dli_simulator.simulator``) as a subprocess.
+    """The DLI simulator (``python -m dli_simulator``) as a subprocess.
 
     The simulator prints its base URL as the first line of stdout; :meth:`start` returns it.
     ``env`` is added to the cleaned environment (see :func:`child_env`), as for the function.
@@ -682,7 +682,7 @@ class SimulatorProcess(_ManagedProcess):
         host: str = LOOPBACK,
         port: int = 0,
         extra_args: Sequence[str] = (),
-        module: str = "dli_simulator.simulator",
+        module: str = "dli_simulator",
     ) -> None:
         super().__init__()
         self.env: dict[str, str] = dict(env or {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cancel_handler.dli import signer
+from dli_simulator import signature
 from dli_simulator.model import (
     SERVICE_AUTH_ERROR,
     TOKEN_ERROR,
@@ -80,7 +80,7 @@ class AkSkVerifier:
         if absent:
             raise _auth_failed(f"signed headers missing from the request: {', '.join(absent)}")
         self._check_date(request.headers["X-Sdk-Date"])
-        expected = self._expected(request, access_key, secret_key, names)
+        expected = self._expected(request, secret_key, names)
         if not hmac.compare_digest(expected, match.group("sig").lower()):
             raise _auth_failed("the signature does not match (verify aksk signature fail)")
         self._check_security_token(request.headers, names)
@@ -89,29 +89,20 @@ class AkSkVerifier:
             raise _auth_failed("X-Project-Id does not match the project in the path")
         return access_key
 
-    def _expected(
-        self, request: SignedRequest, access_key: str, secret_key: str, names: list[str]
-    ) -> str:
-        single = {name: request.headers[name] for name in names}
-        content_sha = request.headers.get("X-Sdk-Content-Sha256")
-        if content_sha is not None:
-            single.setdefault("X-Sdk-Content-Sha256", content_sha)
-        single.setdefault("X-Sdk-Date", request.headers["X-Sdk-Date"])
-        header = signer.authorization(
-            method=request.method,
-            path=request.raw_path,
-            headers=single,
-            access_key=access_key,
-            secret_key=secret_key,
-            query=request.query_pairs,
-            body=request.body,
-            signed_names=names,
+    def _expected(self, request: SignedRequest, secret_key: str, names: list[str]) -> str:
+        canonical = signature.canonical_request(
+            request.method,
+            request.raw_path,
+            request.query_pairs,
+            request.headers,
+            names,
+            request.body,
         )
-        return header.rsplit("Signature=", 1)[1]
+        return signature.sign(secret_key, request.headers["X-Sdk-Date"], canonical)
 
     def _check_date(self, value: str) -> None:
         try:
-            signed_at = datetime.strptime(value, signer.DATE_FORMAT).replace(tzinfo=UTC)
+            signed_at = datetime.strptime(value, signature.DATE_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             raise _auth_failed(f"invalid X-Sdk-Date {value!r}") from None
         skew = abs(time.time() - signed_at.timestamp())

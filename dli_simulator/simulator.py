@@ -2,7 +2,7 @@
 API closely enough that the official ``huaweicloudsdkdli`` client works against it.
 
 For tests, the demo and ``dli-cancel simulator``; never imported on the function's path.
-Standard library (plus our signer) only.
+Standard library only: AK/SK signatures are checked by its own verifier (``signature.py``).
 
 Served (``{pid}`` must be 32 lower-case hex, else 400 ``DLI.0001``):
 
@@ -233,7 +233,7 @@ def _iam_users() -> dict[tuple[str, str], str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dli_simulator.simulator", description="Run the DLI simulator."
+        prog="python -m dli_simulator", description="Run the DLI simulator."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

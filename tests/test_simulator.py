@@ -454,7 +454,7 @@ def test_cli_prints_url_first_and_serves_until_terminated() -> None:
     command = [
         sys.executable,
         "-m",
-        "dli_simulator.simulator",
+        "dli_simulator",
         "--port",
         "0",
         "--fault-status",
@@ -484,7 +484,7 @@ def test_cli_prints_url_first_and_serves_until_terminated() -> None:
 
 def test_cli_generates_credentials_when_none_configured() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUAWEICLOUD_SDK_")}
-    command = [sys.executable, "-m", "dli_simulator.simulator"]
+    command = [sys.executable, "-m", "dli_simulator"]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
