@@ -42,7 +42,7 @@ import yaml
 from cancel_handler.config import KNOWN_VARIABLES, load_settings
 from tests.e2e_support import TRIGGER_TOPICS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY_PATH = REPO / "deploy.yaml"
 FUNCTION_IGNORE_FILE = ".gcloudignore-function"
 
