@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "simulator":
-        from dli_simulator.simulator import main as simulator_main
+        from dli_simulator import main as simulator_main
 
         return simulator_main(rest + _simulator_args(args))
     if rest:

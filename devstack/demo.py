@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devstack.stack import FunctionServer, PubSubEmulator, gcloud_available
-from dli_simulator.simulator import Simulator
+from dli_simulator import Simulator
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 RESULT_TOPIC = "dli-cancel-results"

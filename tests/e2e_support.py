@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from devstack.stack import FunctionServer, PubSubEmulator
-from dli_simulator.simulator import Simulator
+from dli_simulator import Simulator
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 OTHER_PROJECT_ID = "fedcba9876543210fedcba9876543210"

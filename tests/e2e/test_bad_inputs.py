@@ -33,7 +33,7 @@ from cancel_handler.envelopes import (
 )
 from cancel_handler.events import EventRules, InvalidEvent, parse_event
 from devstack.stack import FunctionServer, PubSubEmulator
-from dli_simulator.simulator import Simulator
+from dli_simulator import Simulator
 from tests.corpus import GCP_PROJECT, BadInput, load_bad_inputs, pubsub_cloud_event
 from tests.e2e_support import (
     ACCESS_KEY,

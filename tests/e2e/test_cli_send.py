@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import REPO_ROOT, child_env, free_port
-from dli_simulator.simulator import Simulator
+from dli_simulator import Simulator
 from tests.e2e_support import ACCESS_KEY, PROJECT_ID, SECRET_KEY, LocalStack, base_env
 
 CLI = [sys.executable, "-m", "cancel_handler.cli"]

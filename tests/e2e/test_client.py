@@ -12,7 +12,7 @@ import requests
 from cancel_handler.config import IamSettings, Secret
 from cancel_handler.dli.auth import AkSkAuth, EnvCredentials, TokenAuth
 from cancel_handler.dli.client import DliClient, JobRef, RetryPolicy, TransientFailure
-from dli_simulator.simulator import Fault, Simulator
+from dli_simulator import Fault, Simulator
 
 PID = "0123456789abcdef0123456789abcdef"
 AK, SK = "UNITACCESSKEY", "unit-secret-key"

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from devstack.stack import REPO_ROOT, PubSubEmulator, child_env
-from dli_simulator.simulator import Fault, RequestRecord, Simulator
+from dli_simulator import Fault, RequestRecord, Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
     PROJECT_ID,

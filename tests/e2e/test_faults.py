@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import FunctionServer, PubSubEmulator, free_port
-from dli_simulator.simulator import Fault, RequestRecord, Simulator
+from dli_simulator import Fault, RequestRecord, Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
     OLD,

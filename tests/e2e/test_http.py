@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from devstack.stack import PubSubEmulator
-from dli_simulator.simulator import Fault
+from dli_simulator import Fault
 from tests.corpus import encode, load_fixture, push_envelope
 from tests.e2e_support import PROJECT_ID, LocalStack, start_stack, stop_stack
 

@@ -23,7 +23,7 @@ from cancel_handler.dli.client import JobRef, TransientFailure
 from cancel_handler.envelopes import Delivery
 from cancel_handler.results import ResultEvent
 from devstack.stack import FunctionServer, PubSubEmulator
-from dli_simulator.simulator import Fault, Simulator
+from dli_simulator import Fault, Simulator
 from tests.e2e_support import OLD, PROJECT_ID, post_cloud_event, start_all, stop_all
 
 pytestmark = pytest.mark.emulator

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from cancel_handler.dli.signer import authorization, canonical_query, sdk_date
-from dli_simulator.simulator import Fault, Simulator
+from dli_simulator import Fault, Simulator
 
 AK = "SIMAK0000000000000001"
 SK = "sim-secret"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dli_simulator.simulator import Simulator
+from dli_simulator import Simulator
 
 AK = "SIMAKEXAMPLE00000001"
 SK = "sim-secret-key-example"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import PubSubEmulator
-from dli_simulator.simulator import Fault, Simulator
+from dli_simulator import Fault, Simulator
 from tests.corpus import load_fixture
 from tests.e2e_support import (
     ACCESS_KEY,
