@@ -177,6 +177,7 @@ class _ManagedProcess:
         self._workdir: Path | None = None
         self._log_path: Path | None = None
         self._saved_output = ""
+        self.launched_at = 0.0  # time.perf_counter() just before the last spawn
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -195,6 +196,7 @@ class _ManagedProcess:
         self._log_path = self._workdir / "output.log"
         try:
             with self._log_path.open("wb") as log:
+                self.launched_at = time.perf_counter()
                 self._proc = subprocess.Popen(
                     list(argv),
                     stdin=subprocess.DEVNULL,
@@ -627,6 +629,18 @@ class FunctionServer(_ManagedProcess):
 
     def start(self, timeout_s: float = 30) -> None:
         """Start the server and wait until it accepts connections; ``RuntimeError`` if not."""
+        self.launch()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive("while starting")
+            if _wait_port(LOOPBACK, self.port):
+                return
+            if time.monotonic() >= deadline:
+                self._fail_start(f"{self._name} did not listen on {self.url} in {timeout_s} s")
+            time.sleep(0.05)
+
+    def launch(self) -> None:
+        """Start the server without waiting for it (``launched_at`` says when: cold starts)."""
         argv = [
             *_python_tool("functions-framework", "functions_framework"),
             "--target",
@@ -641,14 +655,6 @@ class FunctionServer(_ManagedProcess):
         if self.signature_type:
             argv += ["--signature-type", self.signature_type]
         self._spawn(argv, child_env(self.env), cwd=self.source.parent)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._check_alive("while starting")
-            if _wait_port(LOOPBACK, self.port):
-                return
-            if time.monotonic() >= deadline:
-                self._fail_start(f"{self._name} did not listen on {self.url} in {timeout_s} s")
-            time.sleep(0.05)
 
     def restart(
         self,
