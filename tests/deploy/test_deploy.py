@@ -17,7 +17,8 @@ Nothing here touches Google Cloud. The checks, cheapest first:
   endpoints pointed at a closed local port): an argument error fails the test, the "no active
   account" error that follows a successful parse passes it.
 - The uploaded function source (``.gcloudignore-function``): main.py, requirements.txt and
-  every module main.py reaches, nothing else.
+  every module main.py reaches, nothing else; main.py never reaches the local tools
+  (dli_simulator, devstack, bench).
 """
 
 from __future__ import annotations
@@ -785,6 +786,11 @@ def test_gcloud_parses_every_call_offline(tmp_path: Path) -> None:
 # -- the uploaded source ---------------------------------------------------------------------
 
 
+# The repository's own packages: imports of these are followed.
+FIRST_PARTY = ("cancel_handler", "dli_simulator", "devstack", "bench")
+LOCAL_TOOLS = ("dli_simulator/", "devstack/", "bench/")
+
+
 def _module_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
@@ -794,7 +800,7 @@ def _module_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
-    return {m for m in found if m == "cancel_handler" or m.startswith("cancel_handler.")}
+    return {m for m in found if m.split(".")[0] in FIRST_PARTY}
 
 
 def _module_file(module: str, root: Path) -> Path | None:
@@ -806,7 +812,7 @@ def _module_file(module: str, root: Path) -> Path | None:
 
 
 def reachable_files(root: Path) -> set[str]:
-    """main.py and every cancel_handler file it imports, directly or not (lazy imports too)."""
+    """main.py and every first-party file it imports, directly or not (lazy imports too)."""
     seen: set[str] = set()
     todo = [root / "main.py"]
     while todo:
@@ -846,13 +852,13 @@ def test_uploaded_source_is_what_the_function_needs(tmp_path: Path) -> None:
     assert not missing, f"the function imports files that are not uploaded: {missing}"
     for path in uploaded:
         assert path in ("main.py", "requirements.txt") or path.startswith("cancel_handler/")
-        assert not path.startswith("cancel_handler/local/")
 
 
-def test_function_never_imports_the_local_stack() -> None:
+def test_function_never_imports_the_local_tools() -> None:
     reached = reachable_files(REPO)
     assert "cancel_handler/handler.py" in reached and "cancel_handler/entry.py" in reached
-    assert not [f for f in reached if f.startswith("cancel_handler/local/")]
+    assert not [f for f in reached if f.startswith(LOCAL_TOOLS)]
+    assert all(f == "main.py" or f.startswith("cancel_handler/") for f in reached)
 
 
 def test_runtime_lock_carries_the_framework() -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -502,6 +503,30 @@ def test_cli_generates_credentials_when_none_configured() -> None:
             method="GET", path=path, headers=headers, access_key=ak, secret_key=sk
         )
         assert requests.get(base_url + path, headers=headers, timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_dli_cancel_simulator_runs_outside_the_checkout(tmp_path: Path) -> None:
+    """The console script reaches dli_simulator, which is not in the wheel, from anywhere."""
+    script = Path(sys.executable).parent / "dli-cancel"
+    if not script.is_file():
+        pytest.skip("the dli-cancel console script is not installed (make installs it)")
+    env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK}
+    process = subprocess.Popen(
+        [str(script), "simulator", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url), process.stdout.read()
+        assert signed(base_url, "GET", f"/v1.0/{PID}/jobs").status_code == 200
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
