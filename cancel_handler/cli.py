@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "simulator":
-        from cancel_handler.local.simulator import main as simulator_main
+        from dli_simulator import main as simulator_main
 
         return simulator_main(rest + _simulator_args(args))
     if rest:
@@ -63,7 +63,7 @@ def _simulator_args(args: argparse.Namespace) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cancel_handler.local.demo import run
+    from devstack.demo import run
 
     return run()
 

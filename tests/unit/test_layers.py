@@ -11,7 +11,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cancel_handler"
 # Top to bottom; a module imports only from lower layers (or from its own package).
 LAYERS: list[set[str]] = [
     {"cli"},
-    {"local"},  # the local stack and demo (they leave the package with issue 10)
     {"entry"},
     {"handler"},
     {"runtime"},
