@@ -17,14 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cancel_handler.local.simulator import Fault, Simulator
-from cancel_handler.local.stack import (
+from devstack.stack import (
     REPO_ROOT,
     FunctionServer,
     PubSubEmulator,
     child_env,
     free_port,
 )
+from dli_simulator import Fault, Simulator
 from tests.e2e_support import RESULT_TOPIC, LocalStack
 
 __all__ = [

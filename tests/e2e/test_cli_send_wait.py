@@ -236,7 +236,7 @@ def test_send_usage_errors_send_nothing(args: list[str], problem: str) -> None:
 
 
 def test_watch_subscription_default_is_the_one_deploy_creates() -> None:
-    from cancel_handler.cli_parser import WATCH_SUBSCRIPTION as DEFAULT
+    from cancel_handler.cli.parser import WATCH_SUBSCRIPTION as DEFAULT
 
     assert DEFAULT == WATCH_SUBSCRIPTION
     assert RESULT_TOPIC == "dli-cancel-results"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cancel_handler import cli
-from cancel_handler.cli_output import EXIT_CODES_HELP, FAILED, OK, RETRY, USAGE
+from cancel_handler.cli.output import EXIT_CODES_HELP, FAILED, OK, RETRY, USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,3 +75,14 @@ def test_the_docs_list_the_same_exit_codes() -> None:
     text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     for code in (OK, FAILED, USAGE, RETRY, 130):
         assert re.search(rf"^\| `{code}` \|", text, re.MULTILINE), f"docs/cli.md: exit code {code}"
+
+
+def test_the_exit_codes_follow_the_outcome_vocabulary() -> None:
+    from cancel_handler.cli.output import SUCCESS_OUTCOMES
+    from cancel_handler.outcomes import Outcome
+
+    good = {str(o) for o in Outcome if o.good}
+    assert good <= SUCCESS_OUTCOMES
+    # awaiting_approval: a proposal is what was asked for (docs/approval.md)
+    assert SUCCESS_OUTCOMES - good <= {"awaiting_approval"}
+    assert not {str(o) for o in Outcome if not o.good} & SUCCESS_OUTCOMES

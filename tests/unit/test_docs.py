@@ -4,6 +4,7 @@ every setting, substitution and command documented where the README says it is."
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 
 from cancel_handler import cli
 from cancel_handler.config import KNOWN_VARIABLES
-from tests.docs_support import REPO, blocks, doc_files, headings, links, name, slug
+from tests.docs_support import REPO, blocks, doc_files, headings, links, name, prose, slug
 
 # Written by the watchdog and approval work, linked from here already: a missing one is
 # allowed only while that work has not landed.
@@ -98,3 +99,16 @@ def test_shell_blocks_mark_what_they_expect_only_where_they_run() -> None:
         for block in blocks(path):
             if block.expect:
                 assert block.is_shell, f"{block.where}: doc-test marker on a {block.language} block"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=name)
+def test_the_repository_paths_named_exist(path: Path) -> None:
+    named = {
+        m.group(1)
+        for line in prose(path)
+        for m in re.finditer(
+            r"`((?:tests|cancel_handler|docs|bench|devstack|dli_simulator)/[^`*]*)`", line
+        )
+    }
+    missing = sorted(p for p in named if not (REPO / p).exists() and p not in PENDING_PAGES)
+    assert missing == [], f"{name(path)} names paths that do not exist"
