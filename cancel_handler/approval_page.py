@@ -4,7 +4,7 @@ Pure functions: a checked token -> the page; the results of an approval -> the a
 Every value that came from a token or a result passes through ``html.escape``. The pages load
 nothing (``PAGE_HEADERS``: ``default-src 'none'``; the one inline style block is allowed by
 its hash; forms may post only to this function), cannot be framed, and send no referrer, so
-the token in the address never leaves the page. The form's cross-site forgery defence (the
+the token in the address never goes to another site. The form's cross-site forgery defence (the
 ``confirm`` field and the ``Origin`` / ``Sec-Fetch-Site`` check) is described in
 docs/approval.md.
 """
@@ -47,7 +47,7 @@ PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: its form posts say Origin: null
     "Cache-Control": "no-store",
 }
 
@@ -168,7 +168,7 @@ def _document(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        '<meta name="referrer" content="same-origin">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
         f"<body>{body}</body></html>"
     )

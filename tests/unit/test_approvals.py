@@ -515,7 +515,7 @@ def test_the_pages_load_nothing_and_their_only_style_is_allowed_by_hash() -> Non
     assert "default-src 'none'" in CONTENT_SECURITY_POLICY
     assert "form-action 'self'" in CONTENT_SECURITY_POLICY
     assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
-    assert PAGE_HEADERS["Referrer-Policy"] == "no-referrer"
+    assert PAGE_HEADERS["Referrer-Policy"] == "same-origin"
     for html in (page(TOKEN), page("x"), render_refusal_page("no"), render_results_page([])):
         styles = re.findall(r"<style>(.*?)</style>", html, re.DOTALL)
         assert len(styles) == 1
