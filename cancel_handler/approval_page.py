@@ -75,6 +75,12 @@ class ResultRow(Protocol):
     def message(self) -> str: ...
 
 
+def approval_link(base_url: str, token: str) -> str:
+    """The page's address for ``token`` (``APPROVAL_BASE_URL?approve=TOKEN``; base64url needs
+    no escaping in a query)."""
+    return f"{base_url}?{TOKEN_FIELD}={token}"
+
+
 def render_approval_page(check: TokenCheck, *, token: str, proof: str | None, now: float) -> str:
     """The plan of ``check`` and, for a valid token with its form ``proof``, the Approve
     form; otherwise why the token approves nothing, and no form."""
@@ -131,6 +137,17 @@ def render_refusal_page(message: str) -> str:
         f"<h1>{_e(title)}</h1>"
         f'<div class="status refused" id="refusal"><strong>Nothing was cancelled.</strong> '
         f"{_e(message)}</div>"
+    )
+    return _document(title, body)
+
+
+def render_retry_page(why: str) -> str:
+    """The answer when the approval could not be completed now; pressing again is safe."""
+    title = "Try again later"
+    body = (
+        f"<h1>{_e(title)}</h1>"
+        f'<div class="status refused" id="retry">{_e(why)} Approving again later is safe: '
+        "jobs already cancelled are reported as already finished.</div>"
     )
     return _document(title, body)
 
