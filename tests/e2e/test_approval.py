@@ -9,6 +9,8 @@ real-browser test is in tests/e2e/test_approval_browser.py.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ import pytest
 import requests
 
 from cancel_handler import approvals
-from devstack.stack import FunctionServer, PubSubEmulator, free_port
+from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, child_env, free_port
 from dli_simulator import Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
@@ -420,3 +422,28 @@ def test_in_a_browser_the_link_shows_the_jobs_and_approve_cancels_them(
         browser.open(f"{stack.page.url}?approve={changed(token_of(proposed), 30)}")
         assert "changed after it was signed" in browser.text("#refusal")
         assert browser.count("#approve") == 0 and browser.count("form") == 0
+
+
+# -- dli-cancel approve ----------------------------------------------------------------------
+
+
+def test_dli_cancel_approve_publishes_the_approval_of_a_link(stack: ApprovalStack) -> None:
+    job = stack.sim.submit_sql_job(PROJECT_ID, queue_name="cli_q")
+    _, proposed = stack.propose({"event_type": "budget-exceeded", "job_ids": [job]}, 1)
+    command = [sys.executable, "-m", "cancel_handler.cli", "approve", proposed[0]["approval_url"]]
+
+    done = subprocess.run(
+        command,
+        env=child_env(stack.local.pubsub.env()),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["event"] == {"event_type": "budget-exceeded", "approve": token_of(proposed)}
+    assert printed["topic"].endswith("/topics/budget-exceeded")
+    [result] = stack.local.results_for(printed["message_id"], 1)
+    assert (result["job_id"], result["outcome"], result["reason"]) == (job, "cancelled", "approved")
