@@ -77,8 +77,9 @@ class ResultRow(Protocol):
 
 def approval_link(base_url: str, token: str) -> str:
     """The page's address for ``token`` (``APPROVAL_BASE_URL?approve=TOKEN``; base64url needs
-    no escaping in a query)."""
-    return f"{base_url}?{TOKEN_FIELD}={token}"
+    no escaping in a query). A base without a path gets ``/``: ``https://host/?approve=``."""
+    path = base_url.split("://", 1)[-1].partition("/")[1]
+    return f"{base_url}{'' if path else '/'}?{TOKEN_FIELD}={token}"
 
 
 def render_approval_page(check: TokenCheck, *, token: str, proof: str | None, now: float) -> str:

@@ -140,7 +140,7 @@ def test_a_budget_event_proposes_tokens_and_cancels_nothing(stack: ApprovalStack
     assert {r["_attributes"]["outcome"] for r in results} == {"awaiting_approval"}
     token = token_of(results)
     for result in results:
-        assert result["approval_url"] == f"{stack.page.url}?approve={token}"
+        assert result["approval_url"] == f"{stack.page.url}/?approve={token}"
         assert result["source_event_id"] == event_id and result["is_success"] is False
     assert [m for m, _ in dli_calls(stack.sim) if m in ("DELETE", "POST")] == []
     assert all(stack.sim.job_status(PROJECT_ID, j) == "RUNNING" for j in [explicit, *queued])

@@ -18,6 +18,7 @@ from cancel_handler import approvals as a
 from cancel_handler.approval_page import (
     CONTENT_SECURITY_POLICY,
     PAGE_HEADERS,
+    approval_link,
     cross_site_refusal,
     render_approval_page,
     render_refusal_page,
@@ -523,6 +524,12 @@ def test_the_pages_load_nothing_and_their_only_style_is_allowed_by_hash() -> Non
         assert f"style-src 'sha256-{digest}'" in CONTENT_SECURITY_POLICY
         assert "<script" not in html and "src=" not in html and "href=" not in html
         assert " style=" not in html  # inline attributes would need 'unsafe-inline'
+
+
+def test_the_link_is_the_base_url_with_the_token_in_its_query() -> None:
+    assert approval_link("https://x.run.app", "AQ") == "https://x.run.app/?approve=AQ"
+    assert approval_link("https://h/fn", "AQ") == "https://h/fn?approve=AQ"
+    assert approval_link("http://127.0.0.1:8080/", "AQ") == "http://127.0.0.1:8080/?approve=AQ"
 
 
 # -- cross-site requests -------------------------------------------------------------------------
