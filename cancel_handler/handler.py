@@ -1,11 +1,17 @@
-"""One delivery, start to finish: parse -> plan -> fan out | cancel -> publish -> return or raise.
+"""One delivery, start to finish: parse -> plan -> propose | fan out | cancel -> publish ->
+return or raise.
+
+With BUDGET_ACTION=propose a budget event's plan is signed and published as
+``awaiting_approval`` instead of cancelled; an approval cancels exactly its token's jobs
+(SPEC section 8, docs/approval.md).
 
 This module owns one decision: acknowledge or retry. ``process`` returns when every job of the
 event has a published result, and raises ``RetryLater`` when the event must be delivered again:
 - DLI unavailable (``DliUnavailable``) while the event is young (younger than
   MAX_EVENT_AGE_S); an old event publishes ``failed`` instead. Unreadable credentials are a
   configuration fault: retried whatever the event's age;
-- a result (or a fan-out share) that could not be published.
+- a result (or a fan-out share) that could not be published;
+- approval keys that cannot be read (a configuration fault).
 Bad events are acknowledged with an ``invalid_event`` result; ignored events publish nothing.
 
 All DLI calls of one event (listing, state reads, cancels, their retries) share one deadline,
