@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/dli-cancel demo
 
 # All three tiers: tests/unit, tests/e2e (real servers), tests/deploy.
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # In process only (no gcloud, Java or server subprocesses): the fast tier.
