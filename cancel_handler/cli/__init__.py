@@ -1,7 +1,7 @@
 """``dli-cancel``: the operator's command line (docs/cli.md).
 
 Commands: demo, serve, simulator (local runs); cancel (one direct cancel, or a bulk one);
-send and results (the deployed function's topics); config check.
+send, approve and results (the deployed function's topics); config check.
 
 Every command prints its results on stdout (a table, or one JSON object per line with
 ``--json``) and everything else on stderr. Heavy modules (the handler, google-cloud-pubsub) are
@@ -11,6 +11,7 @@ imported by the command that needs them, so ``--help`` and ``config check`` stay
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -105,6 +106,8 @@ def _cancel(args: argparse.Namespace) -> int:
         say(f"{error}")
         return USAGE
     _route_function_logs(args.verbose, settings.log_level)
+    # A direct cancel is the operator's own decision: it never waits for an approval.
+    settings = dataclasses.replace(settings, budget_action="cancel")
     sink = MemorySink()  # printed below, once; nothing is published
     progress = Progress("cancel", quiet=args.quiet)
     rt = build_runtime(settings, sink=sink)
@@ -161,6 +164,12 @@ def _send(args: argparse.Namespace) -> int:
     return send(args)
 
 
+def _approve(args: argparse.Namespace) -> int:
+    from cancel_handler.cli.pubsub import approve
+
+    return approve(args)
+
+
 def _results(args: argparse.Namespace) -> int:
     from cancel_handler.cli.pubsub import results
 
@@ -209,6 +218,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "cancel": _cancel,
     "send": _send,
+    "approve": _approve,
     "results": _results,
     "config check": _config_check,
 }

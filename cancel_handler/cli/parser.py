@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulator_parser(sub)
     _cancel_parser(sub)
     _send_parser(sub)
+    _approve_parser(sub)
     _results_parser(sub)
     _config_parser(sub)
     return parser
@@ -165,27 +166,49 @@ def _send_parser(sub: Any) -> None:
         help="a message attribute (repeatable), e.g. --attr schemaVersion=1.0",
     )
     send.add_argument("--topic", help="topic name or projects/P/topics/T (default: the event type)")
-    send.add_argument(
+    _wait_options(send)
+
+
+def _approve_parser(sub: Any) -> None:
+    approve = _command(
+        sub,
+        "approve",
+        'Publish the approval of a proposal ({"event_type": "budget-exceeded", "approve": '
+        "TOKEN}): the function cancels exactly the jobs of the proposal (docs/approval.md).",
+        "approve",
+    )
+    approve.add_argument(
+        "token", help="the approval_token of a proposal's results, or its approval_url"
+    )
+    approve.add_argument("--dry-run", action="store_true", help="approve as a dry run")
+    approve.add_argument(
+        "--topic", default="budget-exceeded", help="topic name or path (%(default)s)"
+    )
+    _wait_options(approve)
+
+
+def _wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--wait",
         action="store_true",
-        help="then print the event's results, read from --subscription",
+        help="then print the results of what was published, read from --subscription",
     )
-    _subscription_option(send)
-    send.add_argument(
+    _subscription_option(parser)
+    parser.add_argument(
         "--timeout",
         type=float,
         default=60.0,
         metavar="S",
         help="--wait: give up after S seconds without a result (%(default)g)",
     )
-    send.add_argument(
+    parser.add_argument(
         "--settle",
         type=float,
         default=5.0,
         metavar="S",
         help="--wait: stop once no new result came for S seconds (%(default)g)",
     )
-    _output_options(send)
+    _output_options(parser)
 
 
 def _results_parser(sub: Any) -> None:

@@ -1,9 +1,10 @@
-"""``dli-cancel send`` and ``dli-cancel results``: the Pub/Sub side of the CLI.
+"""``dli-cancel send``, ``approve`` and ``results``: the Pub/Sub side of the CLI.
 
-``send`` publishes an event (built from options, or a saved payload as it is) and, with
-``--wait``, reads that event's results. ``results`` reads the result events from a
-subscription of the operator's own and acknowledges what it printed: a watch subscription
-must not be one that another consumer relies on.
+``send`` publishes an event (built from options, or a saved payload as it is), ``approve`` the
+approval of a proposal; with ``--wait`` either reads the results of what it published.
+``results`` reads the result events from a subscription of the operator's own and
+acknowledges what it printed: a watch subscription must not be one that another consumer
+relies on.
 
 google-cloud-pubsub uses the usual Google credentials chain; with ``PUBSUB_EMULATOR_HOST``
 set it talks to the emulator instead. It is imported only when a command needs it.
@@ -109,7 +110,35 @@ class Payload:
 def send(args: argparse.Namespace) -> int:
     try:
         payload = _payload(args)
-        topic = _path_or_usage("topics", args.topic or args.event_type)
+    except UsageError as error:
+        say(str(error))
+        return USAGE
+    return _publish_and_report(args, payload, args.topic or args.event_type)
+
+
+def approve(args: argparse.Namespace) -> int:
+    """Publish ``{"event_type": "budget-exceeded", "approve": TOKEN}`` (docs/approval.md)."""
+    event: dict[str, Any] = {"event_type": "budget-exceeded", "approve": token_of(args.token)}
+    if args.dry_run:
+        event["dry_run"] = True
+    return _publish_and_report(args, Payload(json.dumps(event).encode(), {}, event), args.topic)
+
+
+def token_of(text: str) -> str:
+    """The token itself, or the ``approve`` query parameter of an approval link."""
+    text = text.strip()
+    if "://" not in text:
+        return text
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(text).query).get("approve")
+    return values[0] if values else text
+
+
+def _publish_and_report(args: argparse.Namespace, payload: Payload, topic_name: str) -> int:
+    """Publish; then print the message id, or with ``--wait`` the message's results."""
+    try:
+        topic = _path_or_usage("topics", topic_name)
         subscription = _path_or_usage("subscriptions", args.subscription) if args.wait else ""
     except UsageError as error:
         say(str(error))

@@ -36,9 +36,10 @@ FUNCTION_LAYERS: list[set[str]] = [
     {"plan"},
     {"outcomes"},
     {"events"},
-    {"envelopes", "boot", "push_auth"},
+    {"envelopes", "boot", "push_auth", "approval_page"},
     {"results", "dli", "errors"},
     {"config"},
+    {"approvals"},
     {"logs"},
 ]
 RANK = {name: len(FUNCTION_LAYERS) - i for i, names in enumerate(FUNCTION_LAYERS) for name in names}
