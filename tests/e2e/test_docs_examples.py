@@ -107,7 +107,20 @@ def test_every_gcloud_command_in_the_docs_parses(tmp_path: Path) -> None:
         for argv in block.gcloud_calls()
     ]
     assert len(calls) >= 25
-    errors = parse_offline([argv for _, argv in calls], REPO, tmp_path / "gcloud-config")
+    # The reader's directory: the repository's deploy.yaml, and the files the examples write
+    # before gcloud reads them (an earlier line of the same block makes them).
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    shutil.copy(REPO / "deploy.yaml", reader / "deploy.yaml")
+    for _, argv in calls:
+        for token in argv:
+            flag, _, value = token.partition("=")
+            if flag.endswith("-file") and value not in ("", "-"):
+                assert "/" not in value, (
+                    f"gcloud {' '.join(argv)}: a file in the reader's directory"
+                )
+                (reader / value).write_text("stand-in\n", encoding="utf-8")
+    errors = parse_offline([argv for _, argv in calls], reader, tmp_path / "gcloud-config")
     for (where, argv), stderr in zip(calls, errors, strict=True):
         assert parsed(stderr), f"{where}: gcloud {' '.join(argv)}\n{stderr}"
 
