@@ -15,9 +15,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from cancel_handler.jsonbody import JsonRead, read_object
 
 Transport = Literal["cloudevent", "push", "http"]
 
@@ -37,6 +39,9 @@ class Delivery:
     event_id: str
     published_at: datetime | None
     transport: Transport
+    # An HTTP body is read as JSON once, to tell a push envelope from an event: kept here so
+    # that the event is not read a second time.
+    read: JsonRead | None = field(default=None, compare=False, repr=False)
 
 
 class EnvelopeError(ValueError):
@@ -71,8 +76,9 @@ def from_http_body(body: bytes, max_bytes: int, path: str = "/") -> Delivery:
         raise EnvelopeError(
             "body", f"body exceeds {max_bytes} bytes ({len(body)} bytes)", transport="http"
         )
-    envelope = _push_envelope(body)
-    if envelope is None:
+    read = read_object(body)
+    envelope = read.value
+    if envelope is None or "message" not in envelope or "subscription" not in envelope:
         return Delivery(
             data=body,
             attributes={},
@@ -80,6 +86,7 @@ def from_http_body(body: bytes, max_bytes: int, path: str = "/") -> Delivery:
             event_id=f"http-{uuid.uuid4()}",
             published_at=None,
             transport="http",
+            read=read,
         )
     with _failing_as("push"):
         return _unwrap_push(envelope, max_bytes, path)
@@ -149,16 +156,6 @@ def _failing_as(transport: Transport) -> Iterator[None]:
     except EnvelopeError as error:
         error.transport = transport
         raise
-
-
-def _push_envelope(body: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = json.loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(parsed, dict) and "message" in parsed and "subscription" in parsed:
-        return parsed
-    return None
 
 
 def _ce_attribute(event: Any, name: str) -> Any:

@@ -23,8 +23,9 @@ from cancel_handler.events.common import (
     JobKind,
     Partial,
     SourceFormat,
-    load_json_object,
+    json_object,
 )
+from cancel_handler.jsonbody import read_object
 
 __all__ = [
     "CancelEvent",
@@ -57,7 +58,7 @@ def prepare() -> None:
 def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
     """Raises ``InvalidEvent`` naming the offending field."""
     try:
-        payload = load_json_object(delivery.data)
+        payload = json_object(delivery.read or read_object(delivery.data))
     except InvalidEvent as error:
         error.fill(Partial(event_type=_declared_event_type(delivery)))
         raise
