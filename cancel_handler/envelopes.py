@@ -120,19 +120,21 @@ def topic_from_path(path: str) -> str | None:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time (nanoseconds allowed) as aware UTC; None when absent or unreadable."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and 0 < len(value) <= 64:
-        try:
+    """An RFC 3339 time (nanoseconds allowed) as aware UTC; None when absent, unreadable or out
+    of range (a time that is not in years 1 to 9999 once in UTC): the event then counts as
+    young, so a bad time can never make it be given up."""
+    try:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, str) and 0 < len(value) <= 64:
             parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", value.strip()))
-        except ValueError:
+        else:
             return None
-    else:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _unwrap_push(envelope: dict[str, Any], max_bytes: int, path: str) -> Delivery:
@@ -210,7 +212,9 @@ def _attributes(message: dict[str, Any], event_id: str, topic: str | None) -> di
     raw = message.get("attributes")
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
         raise EnvelopeError(
             "message.attributes",
             "message.attributes must be an object of string values",
