@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cancel_handler.jsonbody import JsonRead, read_object
+from cancel_handler.jsonbody import JsonRead, is_text, read_object
 
 Transport = Literal["cloudevent", "push", "http"]
 
@@ -116,7 +116,7 @@ def topic_from_source(source: str) -> str | None:
 def topic_from_path(path: str) -> str | None:
     """The topic in a push URL path ``/projects/P/topics/T``, found as functions-framework does."""
     match = _TOPIC_IN_PATH.search(path)
-    return match.group(1) if match else None
+    return match.group(1) if match and is_text(match.group(1)) else None
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -213,7 +213,7 @@ def _attributes(message: dict[str, Any], event_id: str, topic: str | None) -> di
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        isinstance(k, str) and isinstance(v, str) and is_text(k + v) for k, v in raw.items()
     ):
         raise EnvelopeError(
             "message.attributes",
@@ -261,7 +261,8 @@ def _b64decode(encoded: str) -> bytes:
 
 
 def _text(value: Any) -> str | None:
+    """An id or a source: a string (or an integer) of Unicode text, cut to a bounded length."""
     if isinstance(value, str | int) and not isinstance(value, bool):
-        text = str(value)
-        return text[:_MAX_ID_CHARS] if text else None
+        text = str(value)[:_MAX_ID_CHARS]
+        return text if text and is_text(text) else None
     return None

@@ -2,10 +2,13 @@
 
 Accepted: UTF-8 text holding one JSON object, without NaN/Infinity, without a key repeated in
 one object, nested at most ``MAX_DEPTH`` levels, with at most ``MAX_CONTAINERS`` objects and
-arrays and ``MAX_KEYS`` keys. The depth and the counts are is checked before parsing, by C code
-that reads every byte a fixed number of times (byte replacements, a split on quotes, a byte
-translation, a running sum), so no body, of any shape, makes the parser do more than linear
-work; no regular expression runs over the body.
+arrays and ``MAX_KEYS`` keys, and only Unicode text in its strings (JSON's ``\\ud800`` escape
+can make a lone UTF-16 surrogate, which no UTF-8 output, a result or a log line, can hold).
+
+The depth and the counts are checked before parsing, by C code that reads every byte a fixed
+number of times (byte replacements, a split on quotes, a byte translation, a running sum), so
+no body, of any shape, makes the parser do more than linear work; no regular expression runs
+over the body.
 
 ``show`` renders caller values for messages: short, ASCII, never the whole value.
 """
@@ -37,7 +40,9 @@ class JsonProblem(ValueError):
 
 @dataclass(frozen=True)
 class JsonRead:
-    """Caller data read once: the object, or why it is not one."""
+    """Caller data read once. ``value``: the JSON object, if the data is one; ``problem``: why
+    the data is not acceptable. Both are set for an object whose strings are not all text: an
+    envelope may still be unwrapped (it checks the strings it reads), an event may not."""
 
     value: dict[str, Any] | None = None
     problem: str | None = None
@@ -45,13 +50,21 @@ class JsonRead:
 
 def read_object(data: bytes) -> JsonRead:
     try:
-        return JsonRead(value=load_object(data))
+        value = _parse_object(data)
     except JsonProblem as problem:
         return JsonRead(problem=str(problem))
+    return JsonRead(value=value, problem=_lone_surrogate(data, value))
 
 
 def load_object(data: bytes) -> dict[str, Any]:
-    """The JSON object in ``data``; raises ``JsonProblem`` saying why there is none."""
+    """The JSON object in ``data``; raises ``JsonProblem`` saying why it is not acceptable."""
+    read = read_object(data)
+    if read.value is None or read.problem is not None:
+        raise JsonProblem(read.problem or "data is not a JSON object")
+    return read.value
+
+
+def _parse_object(data: bytes) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -79,6 +92,15 @@ def load_object(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise JsonProblem(f"data must be a JSON object, got {_json_kind(value)}")
     return value
+
+
+def is_text(value: str) -> bool:
+    """Whether a caller's string is Unicode text: no lone UTF-16 surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def nesting_depth(data: bytes) -> int:
@@ -109,6 +131,24 @@ def _outside_strings(data: bytes) -> bytes:
     """
     unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     return b"".join(unescaped.split(b'"')[::2])
+
+
+def _may_hold_surrogates(data: bytes) -> bool:
+    """Whether ``data`` has a ``\\ud800``-``\\udfff`` escape (a pair, as JSON encoders write
+    characters beyond the BMP, or a lone one)."""
+    lowered = data.lower()
+    return any(b"\\ud" + bytes([digit]) in lowered for digit in b"89abcdef")
+
+
+def _lone_surrogate(data: bytes, value: dict[str, Any]) -> str | None:
+    if not _may_hold_surrogates(data):
+        return None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(error.object[error.start])
+        return f"data contains a lone surrogate (\\u{code:04x}), which is not Unicode text"
+    return None
 
 
 def show(value: Any) -> str:

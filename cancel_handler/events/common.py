@@ -142,7 +142,7 @@ def load_json_object(data: bytes) -> dict[str, Any]:
 
 def json_object(read: JsonRead) -> dict[str, Any]:
     """The object read, or ``InvalidEvent`` on ``data`` saying why there is none."""
-    if read.value is None:
+    if read.value is None or read.problem is not None:
         raise InvalidEvent("data", read.problem or "data is not a JSON object")
     return read.value
 

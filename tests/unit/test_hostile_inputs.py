@@ -14,7 +14,7 @@ from cloudevents.http import CloudEvent
 
 from cancel_handler.config import BudgetTarget
 from cancel_handler.envelopes import from_cloud_event, from_http_body, parse_time
-from cancel_handler.events import CancelEvent, EventRules, Ignored, parse_event
+from cancel_handler.events import CancelEvent, EventRules, Ignored, InvalidEvent, parse_event
 from tests.corpus import fixture_message
 
 UNREADABLE_TIMES: list[Any] = [
@@ -77,6 +77,8 @@ def test_cloud_event_with_unreadable_time_has_none(value: str) -> None:
 # -- budgets that are not positive -----------------------------------------------------------
 
 
+JOB = "5a3a2c2e-1111-4222-8333-944455556666"
+RULES_TIMEOUT = EventRules(default_project_id="0123456789abcdef0123456789abcdef")
 RULES = EventRules(
     default_project_id="0123456789abcdef0123456789abcdef",
     budget_targets={"*": BudgetTarget(project_id=None, queue_names=("etl",))},
@@ -117,3 +119,39 @@ def test_positive_budget_still_acts_at_its_threshold() -> None:
 
     assert isinstance(acted, CancelEvent) and acted.queue_names == ("etl",)
     assert isinstance(below, Ignored) and "below threshold" in below.reason
+
+
+# -- strings are Unicode text ----------------------------------------------------------------
+
+
+def test_escaped_surrogate_pairs_are_text() -> None:
+    # what json.dumps (ensure_ascii) writes for a character beyond the BMP
+    body = json.dumps(
+        {
+            "event_type": "job-timeout",
+            "job_id": "5a3a2c2e-1111-4222-8333-944455556666",
+            "reason": "ok \U0001f600",
+        }
+    )
+    assert "\\ud83d\\ude00" in body
+
+    parsed = parse_event(from_http_body(body.encode(), 65536), RULES_TIMEOUT)
+
+    assert isinstance(parsed, CancelEvent) and parsed.reason == "ok \U0001f600"
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDFFF", "\\udc00\\ud800", "x\\ud83d"])
+def test_a_lone_surrogate_is_not_text(escape: str) -> None:
+    body = f'{{"event_type": "job-timeout", "job_id": "{JOB}", "reason": "{escape}"}}'
+
+    with pytest.raises(InvalidEvent, match="lone surrogate") as caught:
+        parse_event(from_http_body(body.encode(), 65536), RULES_TIMEOUT)
+    assert caught.value.field == "data"
+
+
+def test_an_escaped_backslash_before_u_d800_is_text() -> None:
+    body = '{"event_type": "job-timeout", "job_id": "' + JOB + '", "reason": "\\\\ud800"}'
+
+    parsed = parse_event(from_http_body(body.encode(), 65536), RULES_TIMEOUT)
+
+    assert isinstance(parsed, CancelEvent) and parsed.reason == "\\ud800"
