@@ -1,4 +1,5 @@
-"""Shared pytest set-up: the `emulator` mark, one Pub/Sub emulator per session, name helpers.
+"""Shared pytest set-up: the `emulator` mark, one Pub/Sub emulator per session, name helpers,
+the hypothesis profiles.
 
 Tests marked ``@pytest.mark.emulator`` need gcloud with the Pub/Sub emulator. Without it they
 are skipped on a developer machine and fail under ``CI=true`` (a CI run must not pass by
@@ -14,11 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cancel_handler.local.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
 
 EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
+
+# Property-based tests: a moderate number of examples per test by default (CI), many more with
+# HYPOTHESIS_PROFILE=deep (`make fuzz`). No deadline: a loaded CI machine is slow, not wrong.
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep",
+    max_examples=10000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _in_ci() -> bool:
