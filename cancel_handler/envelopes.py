@@ -217,7 +217,7 @@ def _attributes(message: dict[str, Any], event_id: str, topic: str | None) -> di
     ):
         raise EnvelopeError(
             "message.attributes",
-            "message.attributes must be an object of string values",
+            "message.attributes must be an object of text strings (keys and values)",
             event_id=event_id,
             topic=topic,
         )
