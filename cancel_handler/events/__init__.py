@@ -24,8 +24,9 @@ from cancel_handler.events.common import (
     InvalidEvent,
     Partial,
     SourceFormat,
-    load_json_object,
+    json_object,
 )
+from cancel_handler.jsonbody import read_object
 
 __all__ = [
     "ApprovalEvent",
@@ -60,7 +61,7 @@ def prepare() -> None:
 def parse_event(delivery: Delivery, rules: EventRules) -> Parsed:
     """Raises ``InvalidEvent`` naming the offending field."""
     try:
-        payload = load_json_object(delivery.data)
+        payload = json_object(delivery.read or read_object(delivery.data))
     except InvalidEvent as error:
         error.fill(Partial(event_type=_declared_event_type(delivery)))
         raise

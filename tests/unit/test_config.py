@@ -51,7 +51,7 @@ def without(*names: str) -> dict[str, str]:
     ("env", "expected"),
     [
         (without("DLI_ENDPOINT"), "DLI_ENDPOINT or DLI_REGION is required"),
-        ({**GOOD, "DLI_ENDPOINT": "ftp://dli"}, "DLI_ENDPOINT must be an http(s) URL"),
+        ({**GOOD, "DLI_ENDPOINT": "ftp://dli"}, "DLI_ENDPOINT must be an https:// URL"),
         ({**without("DLI_ENDPOINT"), "DLI_REGION": "EU DE"}, "DLI_REGION is not a region id"),
         (
             without("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK"),
