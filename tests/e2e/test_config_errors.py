@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from cancel_handler.local.stack import FunctionServer
+
+from devstack.stack import FunctionServer
 
 BAD = {
     "DLI_ENDPOINT": "http://dli.eu-de.otc.t-systems.com",

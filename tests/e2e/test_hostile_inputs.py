@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-from cancel_handler.local.simulator import Fault
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator
 
+from devstack.stack import FunctionServer, PubSubEmulator
+from dli_simulator import Fault
 from tests.corpus import fixture_message, load_bad_inputs
 from tests.e2e_support import (
     CE_GCP_PROJECT,
