@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cancel_handler.limits import LimitsError, RuntimeLimits, parse_runtime_limits
+
 PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -58,6 +60,7 @@ KNOWN_VARIABLES = (
     "MAX_BODY_BYTES",
     "DLI_LOCAL_RUN",
     "LOG_LEVEL",
+    "RUNTIME_LIMITS",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -188,6 +191,7 @@ class Settings:
     max_body_bytes: int = 65536
     local_run: bool = False
     log_level: str = "INFO"
+    runtime_limits: RuntimeLimits = field(default_factory=RuntimeLimits)  # the watchdog's
 
 
 class _Reader:
@@ -282,6 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
         local_run=local_run,
         log_level=_log_level(r),
+        runtime_limits=_runtime_limits(r),
     )
     if settings.push_service_account and not settings.push_audience:
         r.problems.append("PUSH_SERVICE_ACCOUNT is set without PUSH_AUDIENCE: no token is checked")
@@ -472,6 +477,14 @@ def _result_topic(r: _Reader, local_run: bool) -> str | None:
         r.problems.append(f"RESULT_TOPIC must look like projects/P/topics/T, got {raw!r}")
         return None
     return path
+
+
+def _runtime_limits(r: _Reader) -> RuntimeLimits:
+    try:
+        return parse_runtime_limits(r.text("RUNTIME_LIMITS"))
+    except LimitsError as error:
+        r.problems.extend(error.problems)
+        return RuntimeLimits()
 
 
 def _budget_targets(r: _Reader) -> dict[str, BudgetTarget]:

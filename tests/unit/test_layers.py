@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"envelopes", "boot", "push_auth"},
     {"results", "dli", "errors"},
     {"config"},
-    {"logs"},
+    {"logs", "limits"},
 ]
 RANK = {name: len(LAYERS) - depth for depth, names in enumerate(LAYERS) for name in names}
 
