@@ -19,7 +19,7 @@ from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
 
 EventType = Literal["job-timeout", "budget-exceeded"]
-SourceFormat = Literal["event", "budget_notification", "incident"]
+SourceFormat = Literal["event", "budget_notification", "incident", "sweep"]
 
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 MAX_DEPTH = 32
@@ -51,6 +51,11 @@ class CancelEvent:
     context: dict[str, Any]
     source_format: SourceFormat
     source_event_id: str | None = None
+
+    @property
+    def is_sweep(self) -> bool:
+        """The watchdog's sweep: no job named, the plan lists the queues (SPEC 7)."""
+        return self.source_format == "sweep"
 
 
 @dataclass(frozen=True)

@@ -366,3 +366,10 @@ def test_nothing_over_the_limit_decides_nothing() -> None:
 
 def test_no_policy_decides_nothing() -> None:
     assert decided(job("a", ran_ms=1000 * HOUR_MS), limits=RuntimeLimits()) == {}
+
+
+def test_the_policy_knows_the_same_job_kinds_as_the_dli_client() -> None:
+    from cancel_handler.dli.types import JOB_KINDS
+    from cancel_handler.limits import KINDS
+
+    assert KINDS == JOB_KINDS  # limits.py sits below dli/ and cannot import them
