@@ -16,6 +16,7 @@ A result comes from one of five things, each with its constructor here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -24,6 +25,7 @@ from cancel_handler.dli.errors import DliUnavailable
 from cancel_handler.dli.types import CallOutcome, JobKind, JobRef
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import CancelEvent, InvalidEvent
+from cancel_handler.limits import OverLimit
 from cancel_handler.results import ResultEvent
 
 DRY_RUN_MESSAGE = "dry run: the cancel API was not called"
@@ -90,7 +92,9 @@ def _result(
     request_id: str | None = None,
     attempts: int = 0,
     queue_name: str | None = None,
+    why: OverLimit | None = None,
 ) -> ResultEvent:
+    """``why``: a sweep's reason to cancel this job, which replaces the event's own."""
     return ResultEvent(
         event_type=shared.event_type,
         source_event_id=shared.source_event_id,
@@ -105,15 +109,16 @@ def _result(
         dli_request_id=request_id,
         attempts=attempts,
         dry_run=shared.dry_run,
-        reason=shared.reason,
+        reason=why.reason if why else shared.reason,
         queue_name=queue_name,
-        context=shared.context,
+        context=why.context if why else shared.context,
     )
 
 
 class EventResults:
     """The results of one parsed event. A fan-out share reports under the id of the event it
-    came from; ``queue_of`` names the queue each listed job was found on."""
+    came from; ``queue_of`` names the queue each listed job was found on; ``over_limit`` why a
+    sweep cancels a job (its results carry that reason and context: SPEC 7)."""
 
     def __init__(
         self,
@@ -122,9 +127,11 @@ class EventResults:
         project_id: str | None,
         queue_of: dict[str, str],
         dry_run_default: bool,
+        over_limit: Mapping[str, OverLimit] | None = None,
     ) -> None:
         self.dry_run = event.dry_run or dry_run_default
         self._queue_of = queue_of
+        self._over_limit = over_limit or {}
         self._shared = _Shared(
             event_type=event.event_type,
             source_event_id=event.source_event_id or delivery.event_id,
@@ -158,6 +165,7 @@ class EventResults:
             request_id=call.request_id,
             attempts=call.attempts,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
     def dry_run_of(self, job: JobRef) -> ResultEvent:
@@ -168,6 +176,7 @@ class EventResults:
             Outcome.DRY_RUN,
             message=DRY_RUN_MESSAGE,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
     def from_failure(self, job: JobRef, failure: DliUnavailable) -> ResultEvent:
@@ -182,6 +191,7 @@ class EventResults:
             request_id=failure.request_id,
             attempts=failure.attempts,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
 
