@@ -1,4 +1,4 @@
-"""``dli-cancel``: demo, serve, cancel, send, simulator (SPEC section 6)."""
+"""``dli-cancel``: demo, serve, cancel, send, sweep, simulator (SPEC section 6)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulator_main(rest + _simulator_args(args))
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    command: Any = {"demo": _demo, "serve": _serve, "cancel": _cancel, "send": _send}[args.command]
+    commands = {"demo": _demo, "serve": _serve, "cancel": _cancel, "send": _send, "sweep": _sweep}
+    command: Any = commands[args.command]
     result: int = command(args)
     return result
 
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--reason")
     send.add_argument("--dry-run", action="store_true")
     send.add_argument("--topic", help="topic name or path (default: the event type)")
+    from cancel_handler import cli_sweep
+
+    cli_sweep.add_parser(sub)
     sim = sub.add_parser("simulator", help="run the DLI simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0)
@@ -128,6 +132,12 @@ def _cancel(args: argparse.Namespace) -> int:
     for result in report.results:
         print(json.dumps(result.to_dict(), indent=2))
     return 0 if all(Outcome(r.outcome).good for r in report.results) else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from cancel_handler import cli_sweep
+
+    return cli_sweep.run(args)
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cancel_handler"
 # Top to bottom; a module imports only from lower layers (or from its own package).
 LAYERS: list[set[str]] = [
     {"cli"},
+    {"cli_sweep"},
     {"entry"},
     {"handler"},
     {"runtime"},
