@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cancel_handler.approvals import KeyFileError, load_key_file
+from cancel_handler.limits import LimitsError, RuntimeLimits, parse_runtime_limits
 
 PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -67,6 +68,7 @@ KNOWN_VARIABLES = (
     "APPROVAL_BASE_URL",
     "DLI_LOCAL_RUN",
     "LOG_LEVEL",
+    "RUNTIME_LIMITS",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -201,6 +203,7 @@ class Settings:
     approval_base_url: str | None = None
     local_run: bool = False
     log_level: str = "INFO"
+    runtime_limits: RuntimeLimits = field(default_factory=RuntimeLimits)  # the watchdog's
 
 
 class _Reader:
@@ -333,6 +336,7 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         approval_base_url=_approval_base_url(r),
         local_run=local_run,
         log_level=_log_level(r),
+        runtime_limits=_runtime_limits(r),
     )
     if settings.budget_action == "propose" and r.text("APPROVAL_KEY_FILE") is None:
         r.problems.append(
@@ -577,6 +581,14 @@ def _topic(r: _Reader, name: str) -> str | None:
         r.problems.append(f"{name} must look like projects/P/topics/T, got {raw!r}")
         return None
     return path
+
+
+def _runtime_limits(r: _Reader) -> RuntimeLimits:
+    try:
+        return parse_runtime_limits(r.text("RUNTIME_LIMITS"))
+    except LimitsError as error:
+        r.problems.extend(error.problems)
+        return RuntimeLimits()
 
 
 def _budget_targets(r: _Reader) -> dict[str, BudgetTarget]:

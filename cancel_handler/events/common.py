@@ -21,7 +21,7 @@ from cancel_handler.jsonbody import JsonRead, read_object
 from cancel_handler.jsonbody import show as show
 
 EventType = Literal["job-timeout", "budget-exceeded"]
-SourceFormat = Literal["event", "budget_notification", "incident", "approval"]
+SourceFormat = Literal["event", "budget_notification", "incident", "approval", "sweep"]
 
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 MAX_REASON_CHARS = 1000
@@ -49,6 +49,11 @@ class CancelEvent:
     context: dict[str, Any]
     source_format: SourceFormat
     source_event_id: str | None = None
+
+    @property
+    def is_sweep(self) -> bool:
+        """The watchdog's sweep: no job named, the plan lists the queues (SPEC 7)."""
+        return self.source_format == "sweep"
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,59 @@ KNOWN_FLAGS: dict[tuple[str, ...], set[str]] = {
         "--update-labels",
     },
     ("pubsub", "subscriptions", "add-iam-policy-binding"): {"--member", "--role"},
+    ("scheduler", "jobs", "describe"): {"--location"},
+    ("scheduler", "jobs", "create", "http"): {
+        "--location",
+        "--schedule",
+        "--uri",
+        "--attempt-deadline",
+        "--description",
+        "--headers",
+        "--http-method",
+        "--max-backoff",
+        "--max-doublings",
+        "--max-retry-attempts",
+        "--max-retry-duration",
+        "--min-backoff",
+        "--time-zone",
+        "--message-body",
+        "--message-body-from-file",
+        "--oauth-service-account-email",
+        "--oauth-token-scope",
+        "--oidc-service-account-email",
+        "--oidc-token-audience",
+    },
+    ("scheduler", "jobs", "update", "http"): {
+        "--location",
+        "--schedule",
+        "--uri",
+        "--attempt-deadline",
+        "--description",
+        "--http-method",
+        "--time-zone",
+        "--clear-time-zone",
+        "--update-headers",
+        "--remove-headers",
+        "--clear-headers",
+        "--message-body",
+        "--message-body-from-file",
+        "--clear-message-body",
+        "--oauth-service-account-email",
+        "--oauth-token-scope",
+        "--oidc-service-account-email",
+        "--oidc-token-audience",
+        "--clear-auth-token",
+        "--max-backoff",
+        "--max-doublings",
+        "--max-retry-attempts",
+        "--max-retry-duration",
+        "--min-backoff",
+        "--clear-max-backoff",
+        "--clear-max-doublings",
+        "--clear-max-retry-attempts",
+        "--clear-max-retry-duration",
+        "--clear-min-backoff",
+    },
 }
 
 # Shell variables of deploy.yaml's bash steps, with stand-in values for the offline gcloud runs.
@@ -203,6 +256,12 @@ SHELL_VARIABLES = {
     "fn": "dli-cancel-job-timeout",
     "trigger": "projects/drift-test-project/locations/europe-west3/triggers/dli-cancel-123",
     "agent": "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com",
+    "job": "dli-cancel-sweep",
+    "sa": "dli-cancel-scheduler@drift-test-project.iam.gserviceaccount.com",
+    "uri": "https://pubsub.googleapis.com/v1/projects/drift-test-project/topics/job-timeout:publish",
+    "body": '{"messages":[{"data":"e30=","attributes":{"event_type":"job-timeout"}}]}',
+    "schedule": "*/5 * * * *",
+    "zone": "Etc/UTC",
 }
 # A bash step that ends in this line runs `gcloud` with the step's arguments after $0 and $1.
 EXEC_GCLOUD = 'exec gcloud "$$@"'
@@ -896,7 +955,8 @@ def _isolated_gcloud_env(config_dir: Path) -> dict[str, str]:
         }
     )
     # Should credentials turn up anyway, no request can leave this machine.
-    for api in ("CLOUDFUNCTIONS", "PUBSUB", "EVENTARC", "RUN", "IAM", "STORAGE", "CLOUDBUILD"):
+    apis = ("CLOUDFUNCTIONS", "PUBSUB", "EVENTARC", "RUN", "IAM", "STORAGE", "CLOUDBUILD")
+    for api in (*apis, "CLOUDSCHEDULER"):
         env[f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api}"] = "http://127.0.0.1:9/"
     return env
 
