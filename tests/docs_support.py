@@ -137,8 +137,7 @@ def headings(path: Path) -> list[tuple[int, str]]:
 
 def slug(title: str) -> str:
     """GitHub's anchor for a heading."""
-    text = re.sub(r"[`*_]", "", title.strip().lower())
-    text = re.sub(r"[^\w\- ]", "", text)
+    text = re.sub(r"[^\w\- ]", "", title.strip().lower())
     return text.replace(" ", "-")
 
 

@@ -1,7 +1,8 @@
 """``dli-cancel``: the operator's command line (docs/cli.md).
 
 Commands: demo, serve, simulator (local runs); cancel (one direct cancel, or a bulk one);
-send, approve and results (the deployed function's topics); config check.
+send, approve and results (the deployed function's topics); sweep (one watchdog sweep here);
+config check.
 
 Every command prints its results on stdout (a table, or one JSON object per line with
 ``--json``) and everything else on stderr. Heavy modules (the handler, google-cloud-pubsub) are
@@ -164,6 +165,12 @@ def _send(args: argparse.Namespace) -> int:
     return send(args)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from cancel_handler.cli.sweep import run
+
+    return run(args)
+
+
 def _approve(args: argparse.Namespace) -> int:
     from cancel_handler.cli.pubsub import approve
 
@@ -218,6 +225,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "cancel": _cancel,
     "send": _send,
+    "sweep": _sweep,
     "approve": _approve,
     "results": _results,
     "config check": _config_check,

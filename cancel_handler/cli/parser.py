@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulator_parser(sub)
     _cancel_parser(sub)
     _send_parser(sub)
+    _sweep_parser(sub)
     _approve_parser(sub)
     _results_parser(sub)
     _config_parser(sub)
@@ -167,6 +168,32 @@ def _send_parser(sub: Any) -> None:
     )
     send.add_argument("--topic", help="topic name or projects/P/topics/T (default: the event type)")
     _wait_options(send)
+
+
+def _sweep_parser(sub: Any) -> None:
+    sweep = _command(
+        sub,
+        "sweep",
+        "One watchdog sweep in this process, with the configuration in the environment "
+        "(RUNTIME_LIMITS, the DLI credentials, DRY_RUN): cancel the jobs past their limits and "
+        "print a table of them; nothing is published (docs/watchdog.md).",
+        "sweep",
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list and decide, cancel nothing (DRY_RUN too)"
+    )
+    sweep.add_argument("--project-id", help="DLI project (default: DLI_PROJECT_ID)")
+    sweep.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        dest="queue_names",
+        metavar="QUEUE",
+        help="sweep only this queue (repeatable; default: every queue with a limit)",
+    )
+    sweep.add_argument(
+        "--json", action="store_true", help="one result event per line instead of the table"
+    )
 
 
 def _approve_parser(sub: Any) -> None:

@@ -40,7 +40,7 @@ FUNCTION_LAYERS: list[set[str]] = [
     {"results", "dli", "errors"},
     {"config"},
     {"approvals"},
-    {"logs"},
+    {"logs", "jsonbody", "limits"},
 ]
 RANK = {name: len(FUNCTION_LAYERS) - i for i, names in enumerate(FUNCTION_LAYERS) for name in names}
 
