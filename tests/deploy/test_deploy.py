@@ -837,11 +837,13 @@ def run_step(step_id: str, values: Mapping[str, str], workdir: Path) -> list[lis
 
 
 def built(values: Mapping[str, str], workdir: Path) -> dict[str, list[list[str]]]:
-    """The gcloud calls of every step that makes any (not ``config`` and ``test``), by id."""
+    """The gcloud calls of every step that makes any (not ``config`` and ``test``), by id.
+    ``smoke-test`` only checks what was built (it waits for results a stand-in cannot give):
+    it runs against the Pub/Sub emulator instead (``test_smoke_step_*``)."""
     return {
         s["id"]: run_step(s["id"], values, workdir)
         for s in STEPS
-        if s["id"] not in ("config", "test")
+        if s["id"] not in ("config", "test", "smoke-test")
     }
 
 
@@ -1109,7 +1111,7 @@ def test_the_operator_watch_subscription_is_created_on_the_result_topic() -> Non
 def test_smoke_test_runs_last_and_sends_only_dry_runs() -> None:
     smoke = step("smoke-test")
     waits = {s["id"]: s.get("waitFor", []) for s in STEPS}
-    assert smoke["waitFor"] == ["dead-letter"]
+    assert set(smoke["waitFor"]) == {"dead-letter", "sweep-schedule"}, "the last step"
     assert {"invoker-job-timeout", "invoker-budget-exceeded"} <= set(waits["dead-letter"])
     script = smoke["args"][1]
     assert "for topic in job-timeout budget-exceeded;" in script
