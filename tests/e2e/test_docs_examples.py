@@ -14,11 +14,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -196,14 +200,32 @@ class DocStack:
 
 
 def run_block(block: Block, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.text],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT_S,
+    """The block in bash, in a process group of its own: when bash ends, whatever the block
+    left running in the background (a simulator it started) is stopped with it. Output goes
+    to files, so a background process holding them open does not keep the block waiting."""
+    out, err = cwd / ".block.out", cwd / ".block.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", block.text],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        try:
+            code = process.wait(timeout=BLOCK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            code = -1
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, sig)
+                time.sleep(0.2)
+            process.wait(timeout=10)
+    return subprocess.CompletedProcess(
+        block.text, code, out.read_text(errors="replace"), err.read_text(errors="replace")
     )
 
 
