@@ -104,11 +104,9 @@ class PubSubSink:
         if remaining <= 0:
             raise self._timed_out()
         client = self._publisher.client()
-        messages = [_pubsub_message(data, attrs) for data, attrs in chunk]
+        request = _publish_request(self.topic, chunk)
         try:
-            client.publish(
-                topic=self.topic, messages=messages, retry=_retry(remaining), timeout=remaining
-            )
+            client.publish(request=request, retry=_retry(remaining), timeout=remaining)
         except (exceptions.RetryError, exceptions.DeadlineExceeded):
             raise self._timed_out() from None
 
@@ -125,10 +123,15 @@ class PubSubSink:
         )
 
 
-def _pubsub_message(data: bytes, attributes: dict[str, str]) -> Any:
-    from google.pubsub_v1 import PubsubMessage
+def _publish_request(topic: str, chunk: Sequence[Message]) -> Any:
+    """The Publish request, built on the protobuf message itself: wrapping each message in
+    the generated (proto-plus) types costs ~45 us a message, this ~5 us."""
+    from google.pubsub_v1 import PublishRequest
 
-    return PubsubMessage(data=data, attributes=attributes)
+    request = PublishRequest.pb()(topic=topic)
+    for data, attributes in chunk:
+        request.messages.add(data=data).attributes.update(attributes)
+    return PublishRequest.wrap(request)
 
 
 def _new_publisher(emulator_host: str | None) -> GapicPublisher:
