@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit lint bench clean lock
+.PHONY: demo test test-unit lint bench clean lock browser
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -27,12 +27,24 @@ demo: $(VENV)/.installed
 	$(BIN)/dli-cancel demo
 
 # All three tiers: tests/unit, tests/e2e (real servers), tests/deploy.
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # In process only (no gcloud, Java or server subprocesses): the fast tier.
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+# Headless Chromium and chromedriver from Debian's packages, for the e2e tier's browser test of
+# the approval page (tests marked `browser`: skipped without them, failed under CI=true).
+# .ci/run calls it; installing needs root (or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver present"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -13,6 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from cancel_handler.approvals import KeyFileError, load_key_file
 
 PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -56,6 +59,10 @@ KNOWN_VARIABLES = (
     "PUSH_SERVICE_ACCOUNT",
     "PUSH_CERTS_URL",
     "MAX_BODY_BYTES",
+    "BUDGET_ACTION",
+    "APPROVAL_KEY_FILE",
+    "APPROVAL_TTL_S",
+    "APPROVAL_BASE_URL",
     "DLI_LOCAL_RUN",
     "LOG_LEVEL",
 )
@@ -186,6 +193,10 @@ class Settings:
     push_service_account: str | None = None
     push_certs_url: str = GOOGLE_CERTS_URL
     max_body_bytes: int = 65536
+    budget_action: str = "cancel"  # "cancel" | "propose" (SPEC section 8)
+    approval_key_file: str | None = None
+    approval_ttl_s: int = 86400
+    approval_base_url: str | None = None
     local_run: bool = False
     log_level: str = "INFO"
 
@@ -280,9 +291,17 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         push_service_account=r.text("PUSH_SERVICE_ACCOUNT"),
         push_certs_url=_certs_url(r),
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
+        budget_action=_budget_action(r),
+        approval_key_file=_approval_key_file(r),
+        approval_ttl_s=r.number("APPROVAL_TTL_S", 86400, 1, integer=True),
+        approval_base_url=_approval_base_url(r),
         local_run=local_run,
         log_level=_log_level(r),
     )
+    if settings.budget_action == "propose" and r.text("APPROVAL_KEY_FILE") is None:
+        r.problems.append(
+            "BUDGET_ACTION=propose needs APPROVAL_KEY_FILE (the keys that sign approval tokens)"
+        )
     if settings.push_service_account and not settings.push_audience:
         r.problems.append("PUSH_SERVICE_ACCOUNT is set without PUSH_AUDIENCE: no token is checked")
     if r.problems:
@@ -419,6 +438,51 @@ def _iam(r: _Reader) -> IamSettings | None:
         password_file=password_file,
         domain=domain,
     )
+
+
+def _budget_action(r: _Reader) -> str:
+    action = (r.text("BUDGET_ACTION") or "cancel").lower()
+    if action not in ("cancel", "propose"):
+        r.problems.append(f"BUDGET_ACTION must be 'cancel' or 'propose', got {action!r}")
+        return "cancel"
+    return action
+
+
+def _approval_key_file(r: _Reader) -> str | None:
+    """The path, once the file is known to hold valid keys (checked now, so a bad mount is
+    reported at start; the function reads it again when it changes)."""
+    path = r.text("APPROVAL_KEY_FILE")
+    if path is None:
+        return None
+    try:
+        load_key_file(path)
+    except KeyFileError as error:
+        r.problems.append(str(error))
+        return None
+    return path
+
+
+def _approval_base_url(r: _Reader) -> str | None:
+    """The approval page's URL: https (http only on a loopback host, for local runs), no
+    query or fragment (the page's query is added to it)."""
+    url = r.text("APPROVAL_BASE_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        r.problems.append(f"APPROVAL_BASE_URL is not a URL, got {url!r}")
+        return None
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        r.problems.append(
+            f"APPROVAL_BASE_URL must be an https:// URL (http only on loopback), got {url!r}"
+        )
+        return None
+    if not parts.netloc or parts.query or parts.fragment:
+        r.problems.append(f"APPROVAL_BASE_URL must be a URL without query or fragment, got {url!r}")
+        return None
+    return url
 
 
 @dataclass(frozen=True)

@@ -449,9 +449,13 @@ def setup(
         if _handler not in root.handlers:
             root.addHandler(_handler)
     root.setLevel(numeric)
-    library_level = logging.NOTSET if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    library_level = logging.DEBUG if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(library_level)
+        # An explicit level, and propagation forced on: google-api-core's client logging turns
+        # propagation off on an unconfigured "google" logger, which would hide its records.
+        library = logging.getLogger(name)
+        library.setLevel(library_level)
+        library.propagate = True
 
 
 def adopt(*names: str) -> None:

@@ -20,12 +20,21 @@ and cancels only the jobs that are still active.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from cancel_handler import approvals
+from cancel_handler.approvals import (
+    ApprovalRefused,
+    BudgetFigures,
+    KeyRing,
+    Proposal,
+    ProposedJob,
+)
 from cancel_handler.config import Settings
 from cancel_handler.dli.concurrency import each
 from cancel_handler.dli.errors import DliUnavailable, Refused, TransientFailure
 from cancel_handler.dli.types import JobRef, Jobs, is_terminal
-from cancel_handler.events import CancelEvent
+from cancel_handler.events import ApprovalEvent, CancelEvent
 from cancel_handler.outcomes import Outcome, Verdict
 
 
@@ -37,6 +46,7 @@ class Plan:
     queue_of: dict[str, str] = field(default_factory=dict)  # job id -> queue it was listed on
     # DLI could not be used to make the plan: no targets, and ``failed`` verdicts for everything
     unavailable: DliUnavailable | None = None
+    proposal: Proposal | None = None  # an approval's verified proposal
 
 
 def resolve_project(event: CancelEvent, settings: Settings) -> str | None:
@@ -99,6 +109,86 @@ def _add_targets(plan: Plan, event: CancelEvent, settings: Settings, client: Job
         return
     if event.source_format == "budget_notification" and event.job_ids:
         _skip_finished(plan, client, settings.cancel_concurrency)
+
+
+# -- approval before cancelling (SPEC section 8) ------------------------------------------------
+
+
+def proposal_of(
+    plan: Plan, event: CancelEvent, source_event_id: str, settings: Settings, now: float
+) -> Proposal:
+    """The plan's targets as a proposal: what a person approves instead of the cancels. A
+    proposal made in dry run stays one when approved."""
+    assert plan.project_id is not None and plan.targets
+    jobs = [ProposedJob(t.job_id, t.kind, plan.queue_of.get(t.job_id)) for t in plan.targets]
+    return approvals.new_proposal(
+        plan.project_id,
+        jobs,
+        source_event_id,
+        now=now,
+        ttl_s=settings.approval_ttl_s,
+        budget=_budget_figures(event.context),
+        dry_run=event.dry_run or settings.dry_run,
+    )
+
+
+def approval_plan(
+    event: ApprovalEvent, settings: Settings, ring: KeyRing | None, now: float
+) -> Plan:
+    """Exactly the jobs of a verified proposal, without listing anything. A token that
+    approves nothing (changed, expired, unknown key, unreadable) is one ``invalid_event``
+    verdict saying which; a project no longer allowed, ``not_allowed`` for each job."""
+    if ring is None:
+        message = "approve: approvals are not enabled here (no APPROVAL_KEY_FILE is configured)"
+        return Plan(None, verdicts=[Verdict(Outcome.INVALID_EVENT, "INVALID_EVENT", message)])
+    try:
+        proposal = approvals.verify(event.token, ring, now)
+    except ApprovalRefused as refused:
+        verdict = Verdict(Outcome.INVALID_EVENT, "INVALID_EVENT", refused.message)
+        return Plan(None, verdicts=[verdict])
+    project = proposal.project_id
+    plan = Plan(project, proposal=proposal)
+    if project not in settings.allowed_project_ids:
+        message = f"project_id {project} is not in DLI_ALLOWED_PROJECT_IDS"
+        plan.verdicts = [
+            Verdict(Outcome.NOT_ALLOWED, "PROJECT_NOT_ALLOWED", message, j.job_id, job_kind=j.kind)
+            for j in proposal.jobs
+        ]
+        return plan
+    plan.targets = [JobRef(project, j.job_id, j.kind) for j in proposal.jobs]
+    plan.queue_of = {j.job_id: j.queue_name for j in proposal.jobs if j.queue_name}
+    return plan
+
+
+def _budget_figures(context: dict[str, Any]) -> BudgetFigures | None:
+    """The budget as the event described it: our ``budget`` object, or a Cloud Billing
+    notification's figures."""
+    ours = context.get("budget")
+    if isinstance(ours, dict):
+        figures = BudgetFigures(
+            _text(ours.get("name")),
+            _number(ours.get("cost")),
+            _number(ours.get("amount")),
+            _text(ours.get("currency")),
+        )
+    else:
+        figures = BudgetFigures(
+            _text(context.get("budgetDisplayName") or context.get("budget_id")),
+            _number(context.get("costAmount")),
+            _number(context.get("budgetAmount")),
+            _text(context.get("currencyCode")),
+        )
+    return figures if figures != BudgetFigures() else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _listing_refused(queue: str, refused: Refused) -> Verdict:

@@ -3,18 +3,25 @@
 DLI simulator + the function under the real functions-framework server + the Pub/Sub emulator
 with the trigger topics, push subscriptions and a result subscription. Without gcloud, the
 events are delivered in-process and the results printed, and the demo says so.
+
+Then approval before cancelling (BUDGET_ACTION=propose, docs/approval.md): the HTTP entry
+point in propose mode gets a budget event, answers with a proposal and its approval link,
+shows the approval page, and cancels exactly the proposed jobs once the approval comes.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import tempfile
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from devstack.stack import FunctionServer, PubSubEmulator, gcloud_available
+from devstack.stack import FunctionServer, PubSubEmulator, free_port, gcloud_available
 from dli_simulator import Simulator
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
@@ -49,6 +56,7 @@ def run() -> int:
         _print_results(results)
         _print_states(sim, jobs)
         ok = _check(sim, jobs, results)
+        ok = _approval(stack, sim, env) and ok
     _say("everything stopped")
     return 0 if ok else 1
 
@@ -181,6 +189,76 @@ def _check(sim: Simulator, jobs: dict[str, Any], results: list[dict[str, Any]]) 
         else "demo FAILED: the results are not what was expected"
     )
     return ok
+
+
+def _approval(stack: ExitStack, sim: Simulator, env: dict[str, str]) -> bool:
+    """A budget event proposed, its page shown, its approval cancelling exactly its jobs."""
+    _say("approval before cancelling (BUDGET_ACTION=propose)")
+    key_dir = tempfile.TemporaryDirectory(prefix="dli-cancel-demo-")
+    stack.callback(key_dir.cleanup)
+    key_file = Path(key_dir.name) / "approval-keys"
+    key_file.write_text(secrets.token_urlsafe(48) + "\n")
+    port = free_port()
+    server = FunctionServer(
+        "cancel_dli_job_http",
+        {
+            **env,
+            "DLI_LOCAL_RUN": "true",  # results in the HTTP answers (and the server's log)
+            "BUDGET_ACTION": "propose",
+            "APPROVAL_KEY_FILE": str(key_file),
+            "APPROVAL_BASE_URL": f"http://127.0.0.1:{port}",
+        },
+        port=port,
+    )
+    server.start()
+    stack.callback(server.stop)
+    _say(f"function cancel_dli_job_http in propose mode on {server.url}")
+    planned = sim.add_sql_jobs(PROJECT_ID, 2, queue_name="finance")
+    event = {"event_type": "budget-exceeded", "queue_names": ["finance"], **_BUDGET}
+    proposal = _post_json(server.url, event)
+    _say("POSTed a budget-exceeded event for queue finance: proposed, nothing cancelled")
+    for r in proposal:
+        print(f"  {r['job_id']}  {r['outcome']}  queue={r.get('queue_name')}")
+    token, link = proposal[0]["approval_token"], proposal[0]["approval_url"]
+    _say(f"the approval link ({len(token)}-character token, signed and expiring):")
+    print(f"  {link}")
+    with urllib.request.urlopen(link, timeout=30) as page:
+        html = page.read().decode()
+    title = html.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    _say(f"GET the link: the approval page says {title!r}, with an Approve button")
+    later = sim.submit_sql_job(PROJECT_ID, queue_name="finance")
+    _say("a new job starts on queue finance after the proposal")
+    approval = _post_json(server.url, {"event_type": "budget-exceeded", "approve": token})
+    _say('POSTed {"event_type": "budget-exceeded", "approve": TOKEN}:')
+    for r in approval:
+        print(f"  {r['job_id']}  {r['outcome']}  reason={r['reason']}")
+    _say("final job states on queue finance:")
+    for job_id in [*planned, later]:
+        label = "proposed" if job_id in planned else "later"
+        print(f"  {label:<9} {job_id}  {sim.job_status(PROJECT_ID, job_id)}")
+    ok = (
+        {r["outcome"] for r in proposal} == {"awaiting_approval"}
+        and {r["job_id"]: r["outcome"] for r in approval} == {j: "cancelled" for j in planned}
+        and sim.job_status(PROJECT_ID, later) == "RUNNING"
+    )
+    _say(
+        "approval OK: exactly the proposed jobs were cancelled, the later one runs on"
+        if ok
+        else "approval FAILED: the results are not what was expected"
+    )
+    return ok
+
+
+_BUDGET = {"budget": {"name": "finance-monthly", "cost": 512.0, "amount": 500, "currency": "EUR"}}
+
+
+def _post_json(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        results: list[dict[str, Any]] = json.loads(answer.read())["results"]
+    return results
 
 
 def _say(text: str) -> None:

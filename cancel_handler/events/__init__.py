@@ -1,9 +1,10 @@
-"""Event models: the payload of a ``Delivery`` -> one ``CancelEvent``, ``Ignored``, or
-``InvalidEvent``.
+"""Event models: the payload of a ``Delivery`` -> one ``CancelEvent``, ``ApprovalEvent``,
+``Ignored``, or ``InvalidEvent``.
 
-Three payload formats, detected from the data: a Cloud Monitoring incident (``version`` and
-``incident``), a Cloud Billing budget notification (``costAmount`` and ``budgetAmount``, or the
-``schemaVersion`` and ``budgetId`` attributes), else our own event schema.
+Four payload formats, detected from the data: an approval (``approve``), a Cloud Monitoring
+incident (``version`` and ``incident``), a Cloud Billing budget notification (``costAmount``
+and ``budgetAmount``, or the ``schemaVersion`` and ``budgetId`` attributes), else our own event
+schema.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cancel_handler.envelopes import Delivery
-from cancel_handler.events import budget, incident, ours
+from cancel_handler.events import approve, budget, incident, ours
+from cancel_handler.events.approve import ApprovalEvent
 from cancel_handler.events.common import (
     EVENT_TYPES,
     CancelEvent,
@@ -26,6 +28,7 @@ from cancel_handler.events.common import (
 )
 
 __all__ = [
+    "ApprovalEvent",
     "CancelEvent",
     "EventRules",
     "EventType",
@@ -37,9 +40,11 @@ __all__ = [
     "prepare",
 ]
 
-_Parse = Callable[[dict[str, Any], Delivery, EventRules], CancelEvent | Ignored]
+Parsed = CancelEvent | ApprovalEvent | Ignored
+_Parse = Callable[[dict[str, Any], Delivery, EventRules], Parsed]
 _Salvage = Callable[[dict[str, Any], Delivery, EventRules], Partial]
 _FORMATS: dict[SourceFormat, tuple[_Parse, _Salvage]] = {
+    "approval": (approve.parse, approve.salvage),
     "incident": (incident.parse, incident.salvage),
     "budget_notification": (budget.parse, budget.salvage),
     "event": (ours.parse, ours.salvage),
@@ -52,7 +57,7 @@ def prepare() -> None:
     ours.OurEvent.model_rebuild(force=True)
 
 
-def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
+def parse_event(delivery: Delivery, rules: EventRules) -> Parsed:
     """Raises ``InvalidEvent`` naming the offending field."""
     try:
         payload = load_json_object(delivery.data)
@@ -69,6 +74,8 @@ def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
 
 
 def detect_format(payload: dict[str, Any], attributes: dict[str, str]) -> SourceFormat:
+    if approve.is_approval(payload):
+        return "approval"
     if incident.is_incident(payload):
         return "incident"
     if budget.is_budget_notification(payload, attributes):

@@ -19,7 +19,7 @@ from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
 
 EventType = Literal["job-timeout", "budget-exceeded"]
-SourceFormat = Literal["event", "budget_notification", "incident"]
+SourceFormat = Literal["event", "budget_notification", "incident", "approval"]
 
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 MAX_DEPTH = 32

@@ -499,13 +499,20 @@ def test_required_configuration_is_set() -> None:
         assert {"IAM_ENDPOINT", "IAM_USERNAME", "IAM_DOMAIN", "IAM_PASSWORD_FILE"} <= set(env)
 
 
+SECRET_FILES = {  # variable -> a stand-in for the mounted file's content
+    "DLI_CREDENTIALS_FILE": '{"ak": "AK", "sk": "SK"}',
+    "IAM_PASSWORD_FILE": "pw",
+    "APPROVAL_KEY_FILE": "stand-in-approval-key-0123456789abcdef\n",
+}
+
+
 def _settings_env(env: Mapping[str, str], tmp_path: Path) -> dict[str, str]:
     """``env`` with the mounted secret files replaced by files in ``tmp_path``."""
     result = dict(env)
-    for name in ("DLI_CREDENTIALS_FILE", "IAM_PASSWORD_FILE"):
+    for name, content in SECRET_FILES.items():
         if name in result:
-            stand_in = tmp_path / Path(result[name]).name
-            stand_in.write_text('{"ak": "AK", "sk": "SK"}' if name.startswith("DLI") else "pw")
+            stand_in = tmp_path / f"{name}-{Path(result[name]).name}"
+            stand_in.write_text(content)
             result[name] = str(stand_in)
     return result
 
@@ -521,8 +528,13 @@ def _settings_env(env: Mapping[str, str], tmp_path: Path) -> dict[str, str]:
             "_FANOUT_TOPIC": "dli-cancel-fanout",
             "_BUDGET_TARGETS": json.dumps({"*": {"queue_names": ["etl", "adhoc"]}}),
         },
+        {
+            "_BUDGET_ACTION": "propose",
+            "_APPROVAL_TTL_S": "3600",
+            "_APPROVAL_BASE_URL": "https://europe-west3-p.cloudfunctions.net/dli-cancel-http",
+        },
     ],
-    ids=["endpoint", "region", "live"],
+    ids=["endpoint", "region", "live", "propose"],
 )
 def test_load_settings_accepts_the_deployed_environment(
     overrides: dict[str, str], tmp_path: Path
@@ -541,6 +553,18 @@ def test_load_settings_accepts_the_deployed_environment(
         assert settings.fanout_topic == f"projects/{project}/topics/{values['_FANOUT_TOPIC']}"
         assert len(settings.budget_targets) == 1
         assert len(settings.allowed_project_ids) == 2
+    assert settings.budget_action == values["_BUDGET_ACTION"]
+    assert settings.approval_ttl_s == int(values["_APPROVAL_TTL_S"])
+    assert settings.approval_base_url == (values["_APPROVAL_BASE_URL"] or None)
+    assert settings.approval_key_file  # mounted in both modes
+
+
+def test_budget_events_cancel_unless_told_to_propose() -> None:
+    assert DECLARED["_BUDGET_ACTION"] == "cancel"
+    assert DECLARED["_APPROVAL_KEY_SECRET"]
+    env = function_env()
+    assert env["BUDGET_ACTION"] == "cancel"
+    assert env["APPROVAL_KEY_FILE"].startswith("/")
 
 
 def test_dry_run_is_the_default() -> None:
@@ -588,6 +612,8 @@ def test_config_step_writes_the_env_file_the_deploys_read(tmp_path: Path) -> Non
         ({"_DLI_PROJECT_ID": "not-a-project"}, "DLI_PROJECT_ID must be 32 lower-case hex"),
         ({"_DRY_RUN": "maybe"}, "DRY_RUN must be true or false"),
         ({"_BUDGET_TARGETS": "{not json"}, "BUDGET_TARGETS is not valid JSON"),
+        ({"_BUDGET_ACTION": "ask"}, "BUDGET_ACTION must be 'cancel' or 'propose'"),
+        ({"_APPROVAL_BASE_URL": "http://fn.example.com"}, "APPROVAL_BASE_URL must be an https"),
     ],
 )
 def test_config_step_stops_a_bad_configuration(
@@ -658,7 +684,8 @@ def test_every_deploy_is_private_and_identical_in_configuration() -> None:
 
 def test_secrets_are_mounted_where_the_configuration_points() -> None:
     env = function_env()
-    expected = {env[n] for n in ("DLI_CREDENTIALS_FILE", "IAM_PASSWORD_FILE") if n in env}
+    expected = {env[n] for n in SECRET_FILES if n in env}
+    assert env["APPROVAL_KEY_FILE"] in expected
     for call in deploy_calls():
         secrets = call.multi("--set-secrets")
         assert secrets, f"{call.step_id}: no --set-secrets"

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cancel_handler.approvals import KeyFile
 from cancel_handler.config import load_settings
 from cancel_handler.dli.errors import (
     CredentialsUnavailable,
@@ -121,6 +122,7 @@ class Unit:
             sink=self.sink,
             rules=EventRules.from_settings(self.settings),
             fanout=self.fanout if self.settings.fanout_topic else None,
+            approval_keys=KeyFile(path) if (path := self.settings.approval_key_file) else None,
         )
 
     @property

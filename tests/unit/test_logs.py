@@ -595,3 +595,17 @@ def test_our_fields_are_redacted_whatever_their_type(lines: Lines) -> None:
     assert record["items"] == ["[REDACTED]", 1, None]
     assert record["nested"] == {"1": {"deep": ["[REDACTED]"]}}
     assert record["flag"] is True
+
+
+def test_google_records_still_reach_the_log_after_google_api_core_turned_propagation_off(
+    lines: Lines,
+) -> None:
+    # google-api-core's client logging sets propagate=False on an unconfigured "google" logger
+    logging.getLogger("google").propagate = False
+    logs.setup("INFO", GCP_PROJECT)
+
+    logging.getLogger("google.api_core.retry").warning("retrying publish")
+
+    [record] = lines()
+    assert record["message"] == "retrying publish"
+    assert record["logger"] == "google.api_core.retry"
