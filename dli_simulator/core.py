@@ -27,6 +27,7 @@ from dli_simulator.model import (
     RequestRecord,
     Response,
 )
+from dli_simulator.ratelimit import RateLimit, retry_after_header
 from dli_simulator.store import JobStore, sql_job_type
 
 PID = r"(?P<pid>[^/]+)"
@@ -83,6 +84,7 @@ class SimCore:
         self.tokens = TokenService(iam_users, token_ttl_s)
         self.verifier = AkSkVerifier(credentials, security_tokens, clock_skew_s)
         self.cancel_delay_s = 0.0
+        self.rate_limit: RateLimit | None = None  # the API gateway's, when set
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._log: list[RequestRecord] = []
@@ -139,6 +141,21 @@ class SimCore:
                         del self._faults[index]
                     return replace(fault)
         return None
+
+    def set_rate_limit(self, per_s: int | None) -> None:
+        """At most ``per_s`` DLI requests a second, the rest 429 (``None`` or 0: no limit)."""
+        self.rate_limit = RateLimit(per_s) if per_s else None
+
+    def throttle(self, request: Incoming) -> Response | None:
+        """The gateway's 429 when ``request`` is over the rate limit (IAM is not counted)."""
+        limit = self.rate_limit
+        if limit is None or request.raw_path.startswith("/v3/"):
+            return None
+        wait_s = limit.admit()
+        if wait_s is None:
+            return None
+        body = {"error_code": THROTTLED, "error_msg": "The throttling threshold has been reached."}
+        return Response.json(429, body, {"Retry-After": retry_after_header(wait_s)})
 
     # ---- DLI / IAM requests ---------------------------------------------------------------
     def handle(self, request: Incoming) -> Response:

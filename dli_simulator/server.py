@@ -89,7 +89,7 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             return
         core = self.server.core
         record = core.begin(request)
-        response = self._faulted(record) or core.handle(request)
+        response = self._faulted(record) or core.throttle(request) or core.handle(request)
         response.headers["X-Request-Id"] = record.request_id
         core.finish(record, 0 if response.drop else response.status)  # before the client sees it
         if response.drop:
@@ -225,6 +225,8 @@ class AdminApi:
             self.core.cancel_delay_s = float(body["cancel_delay_s"])
         if "token_ttl_s" in body:
             self.core.tokens.ttl_s = float(body["token_ttl_s"])
+        if "rate_limit_per_s" in body:
+            self.core.set_rate_limit(int(body["rate_limit_per_s"] or 0))
 
 
 def _ok() -> Response:

@@ -31,9 +31,13 @@ missing/unknown security token, X-Project-Id
 that differs from the path                         401     DLI.0014
 unknown, expired or revoked X-Auth-Token           401     DLI.0015
 injected 5xx fault                                 5xx     DLI.0999
-injected 429 fault                                 429     APIGW.0308
+injected 429 fault; over the rate limit            429     APIGW.0308
 path not served                                    404     APIGW.0101
 =================================================  ======  ==============
+
+With a rate limit (``--rate-limit N``, ``set_rate_limit(N)``, admin ``POST /_sim/config``
+``{"rate_limit_per_s": N}``), DLI requests beyond N in one second are answered 429 with
+``Retry-After`` as the API gateway does (``ratelimit.py``); IAM is not limited.
 
 Flink stop answers 200 with one ``{"is_success": "true"|"false", "message"}`` per id (unknown or
 already stopped ids are ``"false"``). IAM errors use IAM's own shape
@@ -190,6 +194,11 @@ class Simulator:
     def set_cancel_delay(self, seconds: float) -> None:
         self._core.cancel_delay_s = seconds
 
+    def set_rate_limit(self, per_s: int | None) -> None:
+        """The API gateway's rate limit: at most ``per_s`` DLI requests in each second, the
+        others answered 429 ``APIGW.0308`` with ``Retry-After`` (``None``: no limit)."""
+        self._core.set_rate_limit(per_s)
+
     def set_credentials(self, credentials: dict[str, str]) -> None:
         """Replace the accepted AK/SK pairs (a rotated or deleted access key)."""
         accepted = self._core.verifier.credentials
@@ -238,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--cancel-delay", type=float, default=0.0, help="seconds per cancel")
+    parser.add_argument(
+        "--rate-limit", type=int, default=0, help="DLI requests per second before 429 (0: none)"
+    )
     parser.add_argument("--fault-status", type=int)
     parser.add_argument("--fault-count", type=int, default=1)
     parser.add_argument("--fault-retry-after")
@@ -273,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if (fault := _fault(args)) is not None:
         sim.add_fault(fault)
     sim.set_cancel_delay(args.cancel_delay)
+    sim.set_rate_limit(args.rate_limit or None)
     stopped = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -321,6 +321,40 @@ def test_throttling_fault_and_path_filter(sim: Simulator) -> None:
     assert signed(sim.base_url, "GET", f"/v2.0/{PID}/batches").status_code == 200
 
 
+def test_rate_limit_answers_429_with_retry_after_like_the_gateway(sim: Simulator) -> None:
+    jobs = [sim.submit_sql_job(PID) for _ in range(30)]
+    sim.set_rate_limit(2)
+    session = requests.Session()
+
+    answers = [cancel(sim, job_id, session=session) for job_id in jobs]
+    token = issue_token(sim)
+
+    throttled = [a for a in answers if a.status_code == 429]
+    passed = [j for j, a in zip(jobs, answers, strict=True) if a.status_code == 200]
+    # 30 quick requests do not spread over 15 seconds: some are over the limit of 2
+    assert throttled and len(passed) + len(throttled) == len(jobs)
+    assert {a.headers["Retry-After"] for a in throttled} == {"1"}
+    assert {a.json()["error_code"] for a in throttled} == {"APIGW.0308"}
+    assert [sim.job_status(PID, j) for j in jobs] == [
+        "CANCELLED" if j in passed else "RUNNING" for j in jobs
+    ]
+    assert token.status_code == 201  # IAM is not behind DLI's gateway limit
+    sim.set_rate_limit(None)
+    assert all(cancel(sim, j, session=session).status_code != 429 for j in jobs)
+
+
+def test_rate_limit_is_set_through_the_admin_api(sim: Simulator) -> None:
+    job_ids = [sim.submit_sql_job(PID) for _ in range(10)]
+    config = f"{sim.base_url}/_sim/config"
+    assert requests.post(config, json={"rate_limit_per_s": 1}, timeout=10).ok
+
+    statuses = [cancel(sim, job_id).status_code for job_id in job_ids]
+
+    assert 429 in statuses
+    assert requests.post(config, json={"rate_limit_per_s": 0}, timeout=10).ok
+    assert signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs").status_code == 200
+
+
 def test_drop_fault_closes_the_connection(sim: Simulator) -> None:
     job_id = sim.submit_sql_job(PID)
     sim.add_fault(Fault(drop=True))
