@@ -2,7 +2,8 @@
 
 Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
 with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
-``max_attempts`` times. When they outlast the retries the call ends in ``TransientFailure``; the
+``max_attempts`` times. Under DLI's rate limit every request of the instance waits for its turn
+(``dli.pacing``: the pace its 429s taught). When they outlast the retries the call ends in ``TransientFailure``; the
 handler decides whether the event is delivered again or published as ``failed`` (``dli.errors``
 describes every exception). A client made with ``bounded(deadline)`` also stops at the
 deadline (the event's time budget): no attempt starts and no backoff sleeps past it, and each
@@ -28,6 +29,7 @@ from cancel_handler import logs
 from cancel_handler.dli import signer
 from cancel_handler.dli.auth import Auth, Call
 from cancel_handler.dli.errors import AuthRefused, DliRefused, TransientFailure, TransientFault
+from cancel_handler.dli.pacing import Pacer
 from cancel_handler.dli.types import (
     SQL_ACTIVE_STATES,
     CallOutcome,
@@ -85,6 +87,7 @@ class DliClient:
         self._sleep = sleep
         self._clock = clock
         self._deadline: float | None = None
+        self._pacer = Pacer(clock)  # shared by every bounded() copy: one pace per instance
         self._random = random.Random()
         self._random_lock = threading.Lock()
 
@@ -252,6 +255,9 @@ class DliClient:
         reauthenticated = False
         last: TransientFailure | None = None
         while counted < self._policy.max_attempts:
+            started = self._wait_for_turn()
+            if started is None:
+                break
             timeout = self._attempt_timeout()
             if timeout is None:
                 break
@@ -260,6 +266,7 @@ class DliClient:
             try:
                 answer = self._send(call, sent, timeout)
             except TransientFault as fault:
+                self._paced(started, fault.http_status, fault.retry_after)
                 last = fault.failure(sent)
                 if counted < self._policy.max_attempts:
                     delay = self._backoff(counted, fault.retry_after)
@@ -267,6 +274,7 @@ class DliClient:
                         break
                     self._sleep(delay)
                 continue
+            self._paced(started, answer.status, None)
             if answer.status == 401 and not reauthenticated and self._auth.after_unauthorized(call):
                 reauthenticated = True
                 counted -= 1  # a fresh credential gets a full set of attempts of its own
@@ -280,6 +288,26 @@ class DliClient:
             raise last.out_of_time()
         assert last is not None
         raise last
+
+    def _wait_for_turn(self) -> float | None:
+        """Sleep until the pacer lets this request start (DLI's rate limit); the start time, or
+        ``None`` when that would be past the deadline."""
+        started = self._pacer.turn()
+        wait = started - self._clock()
+        if wait > 0:
+            if not self._time_left_after(wait):
+                return None
+            self._sleep(wait)
+        return started
+
+    def _paced(self, started: float, status: int | None, retry_after: float | None) -> None:
+        """Tell the pacer how DLI's gateway answered (no answer at all tells it nothing)."""
+        if status == 429:
+            # held no longer than the throttled request itself waits (the backoff's cap)
+            cap = self._policy.max_delay_s
+            self._pacer.throttled(started, None if retry_after is None else min(retry_after, cap))
+        elif status is not None:
+            self._pacer.accepted(started)
 
     def _attempt_timeout(self) -> float | None:
         """The timeout of the next attempt; ``None`` when the deadline has passed."""

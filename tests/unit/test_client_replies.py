@@ -149,12 +149,19 @@ def client_for(
 ) -> DliClient:
     settings = {"max_attempts": 3, "timeout_s": 5.0, "base_delay_s": 0.5, "max_delay_s": 10.0}
     auth = auth or AkSkAuth(EnvCredentials(Secret(AK), Secret(SK), None))
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:  # recorded, and the client's clock moves on
+        waits.append(seconds)
+        now[0] += seconds
+
     return DliClient(
         ENDPOINT,
         auth,
         RetryPolicy(**{**settings, **policy}),
         dli,
-        sleep=waits.append,
+        sleep=sleep,
+        clock=lambda: now[0],
     )
 
 

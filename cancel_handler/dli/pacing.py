@@ -1,0 +1,104 @@
+"""The pace of DLI requests under DLI's rate limit: its API gateway answers ``429`` with
+``Retry-After`` beyond so many requests a second.
+
+One ``Pacer`` per DLI client, so one per instance: every event and every thread of the instance
+shares it. It learns the pace from DLI's answers alone (two instances sharing one limit each
+find their share the same way):
+
+- Until DLI throttles, requests start as soon as their callers send them.
+- A 429 that was sent after the last cut ("fresh") cuts the pace to ``CUT`` times the requests
+  DLI accepted over the last second: the limit as the gateway counts it, or this instance's
+  share of it (just after a hold, when that second says little, ``CUT`` times the pace; with
+  nothing accepted lately and no pace yet, no pace: the 429 tells nothing of the limit). The
+  first cut also holds every request back until the 429's ``Retry-After`` has passed: the
+  gateway's window is full, whatever else were sent now would be throttled too. A 429 sent
+  before the last cut changes nothing (that cut already answers it). The throttled request
+  itself waits its ``Retry-After`` (the client's backoff) before it is sent again.
+- Requests then start evenly spaced at the pace, which grows by ``GROWTH`` requests a second
+  every second (additive increase, multiplicative decrease: instances sharing a limit converge
+  to fair shares), so that it follows a limit or a share that grows; the next fresh 429 cuts it
+  again. After ``QUIET_S`` without a 429 the pace is dropped.
+
+The pacer only decides when a request may start; the client sleeps (within the event's budget).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+CUT = 0.97
+GROWTH = 2.0  # requests a second, added every second
+QUIET_S = 30.0
+MIN_PER_S = 1.0
+WINDOW_S = 1.0  # the gateway's counting window
+
+
+class Pacer:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._per_s: float | None = None  # the pace; None: not paced
+        self._next = -math.inf  # the earliest start of the next request
+        self._resume_at = -math.inf  # no request starts before (the first cut's Retry-After)
+        self._cut_at = -math.inf
+        self._grown_at = -math.inf
+        self._accepted: deque[float] = deque()  # start times of requests DLI accepted lately
+        self.throttled_count = 0
+
+    @property
+    def per_s(self) -> float | None:
+        """Requests a second the pace allows now; ``None`` when not paced."""
+        with self._lock:
+            self._grow(self._clock())
+            return self._per_s
+
+    def turn(self) -> float:
+        """Reserve the next start: the time (on the clock) this request may start at."""
+        with self._lock:
+            now = self._clock()
+            self._grow(now)
+            start = max(now, self._resume_at)
+            if self._per_s is not None:
+                start = max(start, self._next)
+                self._next = start + 1.0 / self._per_s
+            return start
+
+    def accepted(self, started: float) -> None:
+        """DLI answered (anything but 429) the request that started at ``started``."""
+        with self._lock:
+            self._accepted.append(started)
+            horizon = self._clock() - 2 * WINDOW_S
+            while self._accepted and self._accepted[0] < horizon:
+                self._accepted.popleft()
+
+    def throttled(self, started: float, retry_after_s: float | None) -> None:
+        """DLI answered 429 to the request that started at ``started``."""
+        with self._lock:
+            self.throttled_count += 1
+            if started < self._cut_at:
+                return
+            now = self._clock()
+            recent = sum(1 for t in self._accepted if t >= now - WINDOW_S)
+            held_lately = now - self._resume_at < WINDOW_S
+            basis = self._per_s if self._per_s is not None and held_lately else recent
+            if self._per_s is None and retry_after_s:
+                self._resume_at = max(self._resume_at, now + retry_after_s)
+            if self._per_s is not None or basis > 0:  # else nothing tells the limit yet
+                self._per_s = max(MIN_PER_S, CUT * basis)
+            self._cut_at = self._grown_at = now
+            self._next = max(self._next, now)
+
+    def _grow(self, now: float) -> None:
+        if self._per_s is None:
+            return
+        if now - self._cut_at >= QUIET_S:
+            self._per_s = None
+            return
+        elapsed = now - max(self._grown_at, self._resume_at)
+        if elapsed > 0:
+            self._per_s += GROWTH * elapsed
+            self._grown_at = now
