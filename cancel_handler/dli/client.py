@@ -3,11 +3,11 @@
 Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
 with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
 ``max_attempts`` times. Under DLI's rate limit every request of the instance waits for its turn
-(``dli.pacing``: the pace its 429s taught). When they outlast the retries the call ends in ``TransientFailure``; the
-handler decides whether the event is delivered again or published as ``failed`` (``dli.errors``
-describes every exception). A client made with ``bounded(deadline)`` also stops at the
-deadline (the event's time budget): no attempt starts and no backoff sleeps past it, and each
-attempt's timeout is cut to the time left.
+(``dli.pacing``: the pace its 429s taught). When they outlast the retries the call ends in
+``TransientFailure``; the handler decides whether the event is delivered again or published as
+``failed`` (``dli.errors`` describes every exception). A client made with ``bounded(deadline)``
+also stops at the deadline (the event's time budget): no attempt starts and no backoff sleeps
+past it, and each attempt's timeout is cut to the time left.
 """
 
 from __future__ import annotations
