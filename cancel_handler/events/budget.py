@@ -7,10 +7,7 @@ nothing is cancelled and nothing is published. ``forecastThresholdExceeded`` alo
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from typing import Any, ClassVar
 
 from cancel_handler.config import BudgetTarget
 from cancel_handler.envelopes import Delivery
@@ -20,24 +17,27 @@ from cancel_handler.events.common import CancelEvent, EventRules, Ignored, Inval
 SCHEMA_VERSION = "1.0"
 
 
-class BudgetNotification(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        extra="ignore",
-        frozen=True,
-        allow_inf_nan=False,
-        alias_generator=to_camel,
-        defer_build=True,
-    )
-
-    budget_display_name: str | None = None
+class BudgetNotification(c.Model):
+    budget_display_name: str | None
     cost_amount: float
     budget_amount: float
-    alert_threshold_exceeded: float | None = None
-    forecast_threshold_exceeded: float | None = None
-    cost_interval_start: str | None = None
-    budget_amount_type: str | None = None
-    currency_code: str | None = None
+    alert_threshold_exceeded: float | None
+    forecast_threshold_exceeded: float | None
+    cost_interval_start: str | None
+    budget_amount_type: str | None
+    currency_code: str | None
+
+    # Cloud Billing writes camelCase: the payload's names are the aliases
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "budget_display_name": c.optional(c.STR, "budgetDisplayName"),
+        "cost_amount": c.required(c.FINITE_NUMBER, "costAmount"),
+        "budget_amount": c.required(c.FINITE_NUMBER, "budgetAmount"),
+        "alert_threshold_exceeded": c.optional(c.FINITE_NUMBER, "alertThresholdExceeded"),
+        "forecast_threshold_exceeded": c.optional(c.FINITE_NUMBER, "forecastThresholdExceeded"),
+        "cost_interval_start": c.optional(c.STR, "costIntervalStart"),
+        "budget_amount_type": c.optional(c.STR, "budgetAmountType"),
+        "currency_code": c.optional(c.STR, "currencyCode"),
+    }
 
 
 def is_budget_notification(payload: dict[str, Any], attributes: dict[str, str]) -> bool:

@@ -3,6 +3,13 @@
 Validation is strict on purpose: ids reach DLI URL paths, so they must match their exact
 shapes (UUIDs for SQL and Spark jobs, positive 64-bit integers for Flink jobs, 32 lower-case
 hex characters for projects, DLI queue naming for queues), with no coercion and no trimming.
+
+The models (``Model``) are validated by pydantic's validation engine, pydantic-core, from
+schemas written out here (strict types, unknown keys ignored; the same validators and the same
+errors as the equivalent ``pydantic.BaseModel``, which tests/unit/test_event_models.py holds
+them to). Not ``BaseModel`` itself: importing pydantic's model layer and building the models
+cost a cold start about 280 M instructions (~12 % of the first result, docs/performance.md);
+pydantic-core alone about 90 M.
 """
 
 from __future__ import annotations
@@ -11,9 +18,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator, ValidationError
 
 from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
@@ -36,7 +43,60 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+
+# -- models: pydantic-core schemas ------------------------------------------------------------
+
+Schema = dict[str, Any]
+STR: Schema = {"type": "str", "strict": True}
+BOOL: Schema = {"type": "bool", "strict": True}
+FINITE_NUMBER: Schema = {"type": "float", "strict": True, "allow_inf_nan": False}
+ANY: Schema = {"type": "any"}
+LIST: Schema = {"type": "list", "items_schema": ANY, "strict": True}
+OBJECT: Schema = {"type": "dict", "keys_schema": STR, "values_schema": ANY, "strict": True}
+
+
+def one_of(*values: str) -> Schema:
+    return {"type": "literal", "expected": list(values)}
+
+
+def required(schema: Schema, alias: str | None = None) -> Schema:
+    """A field that must be present (``alias``: its name in the payload)."""
+    spec: Schema = {"type": "model-field", "schema": schema}
+    if alias:
+        spec["validation_alias"] = alias
+    return spec
+
+
+def optional(schema: Schema, alias: str | None = None) -> Schema:
+    """A field that may be absent or null (then None)."""
+    nullable = {"type": "nullable", "schema": schema}
+    return required({"type": "default", "schema": nullable, "default": None}, alias)
+
+
+class Model:
+    """An event model: the class's annotations say what its fields hold, ``FIELDS`` how each
+    is validated (``required``/``optional`` of a schema above, or another model's ``schema()``).
+    ``validate_model`` builds one from a payload; its validator is built on first use, so a
+    cold start pays only for the formats it meets."""
+
+    FIELDS: ClassVar[dict[str, Schema]] = {}
+    _validator: ClassVar[SchemaValidator | None] = None
+
+    @classmethod
+    def schema(cls) -> Schema:
+        fields = {"type": "model-fields", "fields": cls.FIELDS, "extra_behavior": "ignore"}
+        return {"type": "model", "cls": cls, "schema": fields, "config": {"title": cls.__name__}}
+
+    @classmethod
+    def validator(cls) -> SchemaValidator:
+        built = cls.__dict__.get("_validator")
+        if built is None:
+            built = SchemaValidator(cls.schema())
+            cls._validator = built
+        return cast(SchemaValidator, built)
+
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -170,7 +230,7 @@ def load_json_object(data: bytes) -> dict[str, Any]:
 
 def validate_model(model: type[M], payload: Mapping[str, Any]) -> M:
     try:
-        return model.model_validate(payload)
+        return cast(M, model.validator().validate_python(payload))
     except ValidationError as error:
         raise from_validation_error(error) from None
 
