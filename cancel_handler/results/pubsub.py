@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 PUBLISH_TIMEOUT_S = 30.0
 MAX_PER_REQUEST = 1000  # Pub/Sub's limit of messages in one Publish request
+# Publish requests in flight at once (threads start only as needed): the events of every
+# request thread (deploy.yaml runs 32) each wait for their own, on a channel that multiplexes.
+PUBLISH_THREADS = 16
 # Pub/Sub takes 10 MB per request; gRPC servers (the emulator) often 4 MiB. Proposals carry
 # their approval token in every result (about 31 KB for 1,000 jobs), so size counts too.
 MAX_REQUEST_BYTES = 3_500_000
@@ -49,7 +52,7 @@ class Publisher:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(4, thread_name_prefix="publish")
+                    self._pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
         return self._pool
 
 
