@@ -97,6 +97,8 @@ def bench_rate_limited(stack: Stack, limit: int) -> Row:
             elapsed = time.perf_counter() - started
         finally:
             stack.sim_config(cancel_delay_s=0, rate_limit_per_s=0)
+    if answer.status_code != 200:
+        raise RuntimeError(f"bulk event answered {answer.status_code}: {answer.text[:300]}")
     results = answer.json()["results"]
     failed = sum(r["outcome"] != "cancelled" for r in results)
     throttled, sent = _throttled(stack)

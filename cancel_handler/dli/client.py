@@ -301,13 +301,11 @@ class DliClient:
         return started
 
     def _paced(self, started: float, status: int | None, retry_after: float | None) -> None:
-        """Tell the pacer how DLI's gateway answered (no answer at all tells it nothing)."""
+        """Tell the pacer when DLI's gateway throttled a request."""
         if status == 429:
             # held no longer than the throttled request itself waits (the backoff's cap)
             cap = self._policy.max_delay_s
             self._pacer.throttled(started, None if retry_after is None else min(retry_after, cap))
-        elif status is not None:
-            self._pacer.accepted(started)
 
     def _attempt_timeout(self) -> float | None:
         """The timeout of the next attempt; ``None`` when the deadline has passed."""

@@ -7,8 +7,8 @@ find their share the same way):
 
 - Until DLI throttles, requests start as soon as their callers send them.
 - A 429 that was sent after the last cut ("fresh") cuts the pace to ``CUT`` times the requests
-  DLI accepted over the last second: the limit as the gateway counts it, or this instance's
-  share of it (just after a hold, when that second says little, ``CUT`` times the pace; with
+  that started in the second before it and were not throttled (answered or still in flight):
+  the limit as the gateway counts it, or this instance's share of it (just after a hold, when that second says little, ``CUT`` times the pace; with
   nothing accepted lately and no pace yet, no pace: the 429 tells nothing of the limit). The
   first cut also holds every request back until the 429's ``Retry-After`` has passed: the
   gateway's window is full, whatever else were sent now would be throttled too. A 429 sent
@@ -19,7 +19,8 @@ find their share the same way):
   to fair shares), so that it follows a limit or a share that grows; the next fresh 429 cuts it
   again. After ``QUIET_S`` without a 429 the pace is dropped.
 
-The pacer only decides when a request may start; the client sleeps (within the event's budget).
+The pacer only decides when a request may start (and counts it as sent), and hears of the 429s;
+the client sleeps (within the event's budget).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Pacer:
         self._resume_at = -math.inf  # no request starts before (the first cut's Retry-After)
         self._cut_at = -math.inf
         self._grown_at = -math.inf
-        self._accepted: deque[float] = deque()  # start times of requests DLI accepted lately
+        self._starts: deque[float] = deque()  # start times given lately, in order
+        self._throttled: deque[float] = deque()  # start times of the requests DLI throttled
         self.throttled_count = 0
 
     @property
@@ -57,7 +59,8 @@ class Pacer:
             return self._per_s
 
     def turn(self) -> float:
-        """Reserve the next start: the time (on the clock) this request may start at."""
+        """Reserve the next start: the time (on the clock) this request may start at (it is
+        counted as sent then)."""
         with self._lock:
             now = self._clock()
             self._grow(now)
@@ -65,24 +68,20 @@ class Pacer:
             if self._per_s is not None:
                 start = max(start, self._next)
                 self._next = start + 1.0 / self._per_s
+            self._starts.append(start)
+            while self._starts[0] < now - 2 * WINDOW_S:
+                self._starts.popleft()
             return start
-
-    def accepted(self, started: float) -> None:
-        """DLI answered (anything but 429) the request that started at ``started``."""
-        with self._lock:
-            self._accepted.append(started)
-            horizon = self._clock() - 2 * WINDOW_S
-            while self._accepted and self._accepted[0] < horizon:
-                self._accepted.popleft()
 
     def throttled(self, started: float, retry_after_s: float | None) -> None:
         """DLI answered 429 to the request that started at ``started``."""
         with self._lock:
             self.throttled_count += 1
+            self._throttled.append(started)
             if started < self._cut_at:
                 return
             now = self._clock()
-            recent = sum(1 for t in self._accepted if t >= now - WINDOW_S)
+            recent = self._admitted_before(started, now - WINDOW_S)
             held_lately = now - self._resume_at < WINDOW_S
             basis = self._per_s if self._per_s is not None and held_lately else recent
             if self._per_s is None and retry_after_s:
@@ -91,6 +90,17 @@ class Pacer:
                 self._per_s = max(MIN_PER_S, CUT * basis)
             self._cut_at = self._grown_at = now
             self._next = max(self._next, now)
+
+    def _admitted_before(self, started: float, since: float) -> int:
+        """Requests started in [since, started) and not throttled: what the gateway counted in
+        its window before it refused this one (answered or still in flight)."""
+        horizon = since - WINDOW_S
+        for times in (self._starts, self._throttled):
+            while times and times[0] < horizon:
+                times.popleft()
+        sent = sum(1 for t in self._starts if since <= t < started)
+        refused = sum(1 for t in self._throttled if since <= t < started)
+        return sent - refused
 
     def _grow(self, now: float) -> None:
         if self._per_s is None:

@@ -63,7 +63,6 @@ def run(jobs: int, limit_per_s: int, instances: int = 1, workers: int = 8) -> Ou
                 outcome.requests += 1
                 if gateway.admit() is None:
                     yield start + LATENCY_S
-                    pacer.accepted(start)
                     outcome.attempts.append(attempt)
                     break
                 outcome.throttled += 1
@@ -122,26 +121,30 @@ def test_without_a_limit_nothing_is_paced() -> None:
     assert outcome.elapsed_s == pytest.approx(400 / 8 * LATENCY_S)
 
 
+def sent(clock: Clock, pacer: Pacer, times: list[float]) -> None:
+    """Requests started at ``times`` (unpaced)."""
+    for moment in times:
+        clock.now = moment
+        assert pacer.turn() == moment
+
+
 def test_the_first_throttle_holds_every_request_until_retry_after() -> None:
     clock = Clock()
     pacer = Pacer(clock)
-    for started in range(10):
-        pacer.accepted(started / 100)
-    clock.now = 0.1
+    sent(clock, pacer, [n / 100 for n in range(11)])  # the last one is throttled
+    clock.now = 0.11
 
-    pacer.throttled(0.09, RETRY_AFTER_S)
+    pacer.throttled(0.10, RETRY_AFTER_S)
 
-    assert pacer.turn() == pytest.approx(1.1)
-    assert pacer.per_s == pytest.approx(CUT * 10)
+    assert pacer.turn() == pytest.approx(1.11)
+    assert pacer.per_s == pytest.approx(CUT * 10)  # the ten sent before it passed
 
 
 def test_paced_requests_start_evenly_and_a_stale_throttle_changes_nothing() -> None:
     clock = Clock()
     pacer = Pacer(clock)
-    for started in range(20):
-        pacer.accepted(started / 20)
-    clock.now = 1.0
-    pacer.throttled(0.99, None)  # no Retry-After: nothing held
+    sent(clock, pacer, [n / 20 for n in range(21)])
+    pacer.throttled(1.0, None)  # no Retry-After: nothing held
     pace = pacer.per_s
     assert pace == pytest.approx(CUT * 20)
 
@@ -165,10 +168,9 @@ def test_a_throttle_with_nothing_accepted_lately_holds_but_sets_no_pace() -> Non
 def test_the_pace_grows_and_is_dropped_after_a_quiet_spell() -> None:
     clock = Clock()
     pacer = Pacer(clock)
-    for started in range(10):
-        pacer.accepted(0.5 + started / 100)
+    sent(clock, pacer, [0.5 + n / 100 for n in range(11)])
     clock.now = 1.0
-    pacer.throttled(0.99, None)
+    pacer.throttled(0.6, None)
     cut = pacer.per_s
     assert cut is not None
 
