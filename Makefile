@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit lint bench clean lock browser
+.PHONY: demo test test-unit lint bench fuzz clean lock browser
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -50,6 +50,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The property-based tests (tests/unit/test_fuzz_*.py) with many more examples than `make test`
+# runs: the hypothesis profile "deep" (tests/conftest.py); no per-test time limit.
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 \
+		$(wildcard tests/unit/test_fuzz_*.py) $(PYTEST_ARGS)
 
 # Bytecode is compiled first, as the Cloud Run build does: this machine sets
 # PYTHONDONTWRITEBYTECODE, so without it every cold start would measure compilation.

@@ -32,6 +32,7 @@ from bench.stack import (
     probe,
     server,
 )
+from bench.sweep import bench_sweep
 from devstack.stack import gcloud_available
 
 
@@ -341,7 +342,7 @@ def bench_signer(n: int = 20000) -> Row:
 # -- report ------------------------------------------------------------------------------------
 
 
-FIGURES = "signer,cold,warm,naive,bulk,rate,fanrate,burst,memory,fanout"
+FIGURES = "signer,cold,warm,naive,bulk,rate,fanrate,burst,memory,fanout,sweep"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_memory(stack)
         if "fanout" in only:
             rows.append(bench_fanout(stack))
+        if "sweep" in only:
+            rows.append(bench_sweep(stack))
     finally:
         stack.close()
     print()

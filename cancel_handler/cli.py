@@ -1,4 +1,4 @@
-"""``dli-cancel``: demo, serve, cancel, send, approve, simulator (SPEC section 6)."""
+"""``dli-cancel``: demo, serve, cancel, send, sweep, approve, simulator (SPEC section 6)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "cancel": _cancel,
         "send": _send,
+        "sweep": _sweep,
         "approve": _approve,
     }
     command: Any = commands[args.command]
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--reason")
     send.add_argument("--dry-run", action="store_true")
     send.add_argument("--topic", help="topic name or path (default: the event type)")
+    from cancel_handler import cli_sweep
+
+    cli_sweep.add_parser(sub)
     approve = sub.add_parser(
         "approve",
         help="publish the approval of a proposal (BUDGET_ACTION=propose)",
@@ -148,6 +152,12 @@ def _cancel(args: argparse.Namespace) -> int:
     for result in report.results:
         print(json.dumps(result.to_dict(), indent=2))
     return 0 if all(Outcome(r.outcome).good for r in report.results) else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from cancel_handler import cli_sweep
+
+    return cli_sweep.run(args)
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ This module owns one decision: acknowledge or retry. ``process`` returns when ev
 event has a published result, and raises ``RetryLater`` when the event must be delivered again:
 - DLI unavailable (``DliUnavailable``) while the event is young (younger than
   MAX_EVENT_AGE_S); an old event publishes ``failed`` instead. Unreadable credentials are a
-  configuration fault: retried whatever the event's age;
+  configuration fault: retried whatever the event's age. A young sweep that could list only
+  some of its queues first cancels what it found on those, then raises;
 - a result (or a fan-out share) that could not be published;
 - approval keys that cannot be read (a configuration fault).
 Bad events are acknowledged with an ``invalid_event`` result; ignored events publish nothing.
@@ -114,17 +115,31 @@ def _age_s(delivery: Delivery) -> float:
 def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline: float) -> Report:
     client = rt.client.bounded(deadline)
     plan = build_plan(event, rt.settings, client)
-    if plan.unavailable is not None and _retries(rt, delivery, plan.unavailable):
-        _retry_unlisted(delivery, plan.unavailable)
+    _log_sweep(delivery, plan)
+    unlisted = plan.unavailable
+    if unlisted is not None and not _retries(rt, delivery, unlisted):
+        unlisted = None  # an old event: its ``failed`` verdicts are published below
+    if unlisted is not None and not plan.targets:
+        _retry_unlisted(delivery, unlisted)
     results = EventResults.of_event(
-        delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run
+        delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run, plan.over_limit
     )
-    verdicts = [results.from_verdict(v) for v in plan.verdicts]
+    # While the event is to come again, what could not be listed gets no result now.
+    verdicts = [
+        results.from_verdict(v)
+        for v in plan.verdicts
+        if unlisted is None or v.outcome is not Outcome.FAILED
+    ]
     if rt.settings.budget_action == "propose" and event.event_type == "budget-exceeded":
         return _propose(rt, delivery, event, plan, results, verdicts)
-    if _should_fan_out(rt, event, plan):
+    if unlisted is None and _should_fan_out(rt, event, plan):
         return _fan_out(rt, delivery, event, plan, verdicts)
-    return _cancel(rt, delivery, client, plan, results, verdicts)
+    report = _cancel(rt, delivery, client, plan, results, verdicts)
+    if unlisted is not None:
+        # a young sweep cancelled what it found on the queues it could list; it comes again
+        # for the others (and the jobs it cancelled are no longer listed then)
+        _retry_unlisted(delivery, unlisted)
+    return report
 
 
 # -- approval before cancelling (SPEC section 8) ------------------------------------------------
@@ -305,7 +320,8 @@ def _retry_unavailable(
 
 
 def _should_fan_out(rt: Runtime, event: CancelEvent, plan: Plan) -> bool:
-    """Big budget events are shared out over FANOUT_TOPIC, so many instances cancel them;
+    """Big budget events and sweeps are shared out over FANOUT_TOPIC, so many instances cancel
+    them;
     a message that is itself a fan-out share (it names its source event) is never split."""
     return (
         rt.fanout is not None
@@ -317,11 +333,12 @@ def _should_fan_out(rt: Runtime, event: CancelEvent, plan: Plan) -> bool:
 def _fan_out(
     rt: Runtime, delivery: Delivery, event: CancelEvent, plan: Plan, verdicts: list[ResultEvent]
 ) -> Report:
-    """One message per job on FANOUT_TOPIC; each comes back as a budget event of one job
-    whose results carry this event's type and id. Only the plan's own verdicts are
+    """One message per job on FANOUT_TOPIC; each comes back as an event of one job (a budget
+    event's share, or a sweep's job-timeout with its reason) whose results carry this event's
+    type and id. Only the plan's own verdicts are
     published here."""
     assert rt.fanout is not None
-    messages = [_fan_out_message(delivery, event, job) for job in plan.targets]
+    messages = [_fan_out_message(delivery, event, plan, job) for job in plan.targets]
     try:
         publish(rt.fanout, messages)
     except PublishError as error:
@@ -337,19 +354,23 @@ def _fan_out(
     return Report(results=verdicts, fanned_out=len(messages))
 
 
-def _fan_out_message(delivery: Delivery, event: CancelEvent, job: JobRef) -> Message:
+def _fan_out_message(delivery: Delivery, event: CancelEvent, plan: Plan, job: JobRef) -> Message:
     share: dict[str, Any] = {
         "event_type": event.event_type,
         "project_id": job.project_id,
-        "job_ids": [job.job_id],
         "job_kind": job.kind,
         "source_event_id": delivery.event_id,
         "dry_run": event.dry_run,
     }
-    if event.reason:
-        share["reason"] = event.reason
-    if isinstance(event.context.get("budget"), dict):
-        share["budget"] = event.context["budget"]
+    why = plan.over_limit.get(job.job_id)
+    if why is not None:  # a sweep's share: a job-timeout of one job, with its own reason
+        share.update(job_id=job.job_id, reason=why.reason, context=why.context)
+    else:
+        share["job_ids"] = [job.job_id]
+        if event.reason:
+            share["reason"] = event.reason
+        if isinstance(event.context.get("budget"), dict):
+            share["budget"] = event.context["budget"]
     data = json.dumps(share, separators=(",", ":")).encode()
     return Message(data, {"event_type": event.event_type})
 
@@ -388,6 +409,23 @@ def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:
             error_code=result.error_code,
             attempts=result.attempts,
         )
+
+
+def _log_sweep(delivery: Delivery, plan: Plan) -> None:
+    """A sweep's warnings (a malformed tag, a runtime that cannot be known), then its one
+    ``sweep summary`` line, whatever it found."""
+    if plan.sweep is None:
+        return
+    for note in plan.sweep.notes:
+        logs.warning(f"sweep: {note}", event_id=delivery.event_id)
+    logs.info(
+        "sweep summary",
+        event_id=delivery.event_id,
+        project_id=plan.project_id,
+        queues=list(plan.sweep.queues),
+        jobs_seen=plan.sweep.jobs_seen,
+        over_limit=plan.sweep.over_limit,
+    )
 
 
 def _subject(result: ResultEvent) -> str:

@@ -27,6 +27,7 @@ from cancel_handler.dli.errors import DliUnavailable
 from cancel_handler.dli.types import CallOutcome, JobKind, JobRef
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import CancelEvent, InvalidEvent
+from cancel_handler.limits import OverLimit
 from cancel_handler.results import ResultEvent
 
 DRY_RUN_MESSAGE = "dry run: the cancel API was not called"
@@ -96,7 +97,9 @@ def _result(
     request_id: str | None = None,
     attempts: int = 0,
     queue_name: str | None = None,
+    why: OverLimit | None = None,
 ) -> ResultEvent:
+    """``why``: a sweep's reason to cancel this job, which replaces the event's own."""
     return ResultEvent(
         event_type=shared.event_type,
         source_event_id=shared.source_event_id,
@@ -111,19 +114,26 @@ def _result(
         dli_request_id=request_id,
         attempts=attempts,
         dry_run=shared.dry_run,
-        reason=shared.reason,
+        reason=why.reason if why else shared.reason,
         queue_name=queue_name,
-        context=shared.context,
+        context=why.context if why else shared.context,
     )
 
 
 class EventResults:
     """The results of one parsed event. A fan-out share reports under the id of the event it
-    came from; ``queue_of`` names the queue each listed job was found on."""
+    came from; ``queue_of`` names the queue each listed job was found on; ``over_limit`` why a
+    sweep cancels a job (its results carry that reason and context: SPEC 7)."""
 
-    def __init__(self, shared: _Shared, queue_of: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        shared: _Shared,
+        queue_of: Mapping[str, str],
+        over_limit: Mapping[str, OverLimit] | None = None,
+    ) -> None:
         self.dry_run = shared.dry_run
         self._queue_of = queue_of
+        self._over_limit = over_limit or {}
         self._shared = shared
 
     @classmethod
@@ -134,6 +144,7 @@ class EventResults:
         project_id: str | None,
         queue_of: Mapping[str, str],
         dry_run_default: bool,
+        over_limit: Mapping[str, OverLimit] | None = None,
     ) -> EventResults:
         shared = _Shared(
             event_type=event.event_type,
@@ -143,7 +154,7 @@ class EventResults:
             reason=event.reason,
             context=event.context,
         )
-        return cls(shared, queue_of)
+        return cls(shared, queue_of, over_limit)
 
     @classmethod
     def of_approval(
@@ -189,6 +200,7 @@ class EventResults:
             request_id=call.request_id,
             attempts=call.attempts,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
     def awaiting_approval(
@@ -213,6 +225,7 @@ class EventResults:
             Outcome.DRY_RUN,
             message=DRY_RUN_MESSAGE,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
     def from_failure(self, job: JobRef, failure: DliUnavailable) -> ResultEvent:
@@ -227,6 +240,7 @@ class EventResults:
             request_id=failure.request_id,
             attempts=failure.attempts,
             queue_name=self._queue_of.get(job.job_id),
+            why=self._over_limit.get(job.job_id),
         )
 
 

@@ -4,6 +4,10 @@ DLI simulator + the function under the real functions-framework server + the Pub
 with the trigger topics, push subscriptions and a result subscription. Without gcloud, the
 events are delivered in-process and the results printed, and the demo says so.
 
+Three events: a job-timeout for one runaway job, a budget-exceeded for a queue, and a watchdog
+sweep (RUNTIME_LIMITS gives queue nightly one hour for SQL jobs) that catches the job running
+there for two hours while a young one keeps running.
+
 Then approval before cancelling (BUDGET_ACTION=propose, docs/approval.md): the HTTP entry
 point in propose mode gets a budget event, answers with a proposal and its approval link,
 shows the approval page, and cancels exactly the proposed jobs once the approval comes.
@@ -27,6 +31,8 @@ from dli_simulator import Simulator
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 RESULT_TOPIC = "dli-cancel-results"
 TRIGGER_TOPICS = ("job-timeout", "budget-exceeded")
+RUNTIME_LIMITS = {"nightly": {"sql": 3600}}
+Event = tuple[str, dict[str, Any], int]  # topic, event, how many results it gives
 
 
 def run() -> int:
@@ -43,6 +49,7 @@ def run() -> int:
             "HUAWEICLOUD_SDK_AK": access_key,
             "HUAWEICLOUD_SDK_SK": secret_key,
             "DLI_RETRY_BASE_S": "0.1",
+            "RUNTIME_LIMITS": json.dumps(RUNTIME_LIMITS),
         }
         events = _events(jobs)
         if gcloud_available():
@@ -67,15 +74,19 @@ def _seed_jobs(sim: Simulator) -> dict[str, Any]:
         "etl": sim.add_sql_jobs(PROJECT_ID, 3, queue_name="etl"),
         "etl_done": sim.add_sql_jobs(PROJECT_ID, 1, queue_name="etl", status="FINISHED"),
         "other": sim.add_sql_jobs(PROJECT_ID, 1, queue_name="reporting"),
+        "long": sim.submit_sql_job(PROJECT_ID, queue_name="nightly", age_s=2 * 3600),
+        "young": sim.submit_sql_job(PROJECT_ID, queue_name="nightly", age_s=5 * 60),
     }
     _say(
         "submitted simulated jobs: 1 runaway on queue adhoc, 3 running + 1 finished on "
-        "queue etl, 1 running on queue reporting"
+        "queue etl, 1 running on queue reporting, and on queue nightly one running for 2 h "
+        "and one for 5 min"
     )
+    _say(f"RUNTIME_LIMITS={json.dumps(RUNTIME_LIMITS)}: the watchdog allows 1 h on nightly")
     return jobs
 
 
-def _events(jobs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _events(jobs: dict[str, Any]) -> list[Event]:
     return [
         (
             "job-timeout",
@@ -84,6 +95,7 @@ def _events(jobs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 "project_id": PROJECT_ID,
                 "reason": "ran 3700 s, limit 3600 s",
             },
+            1,
         ),
         (
             "budget-exceeded",
@@ -97,12 +109,15 @@ def _events(jobs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                     "currency": "EUR",
                 },
             },
+            3,
         ),
+        # what Cloud Scheduler publishes every 5 minutes (deploy.yaml, sweep-schedule)
+        ("job-timeout", {"event_type": "job-timeout", "sweep": True}, 1),
     ]
 
 
 def _through_pubsub(
-    stack: ExitStack, env: dict[str, str], events: list[tuple[str, dict[str, Any]]]
+    stack: ExitStack, env: dict[str, str], events: list[Event]
 ) -> list[dict[str, Any]]:
     emulator = PubSubEmulator()
     _say("starting the Pub/Sub emulator (gcloud beta emulators pubsub start) ...")
@@ -124,16 +139,16 @@ def _through_pubsub(
             f"{topic}-push", topic, emulator.push_endpoint(server.url, topic)
         )
     results: list[dict[str, Any]] = []
-    for topic, event in events:
+    for topic, event, expected in events:
         message_id = emulator.publish(topic, json.dumps(event).encode())
-        _say(f"published a {topic} event to topic {topic} (message {message_id})")
-        expected = 1 if topic == "job-timeout" else 3
+        what = "watchdog sweep" if event.get("sweep") else f"{topic} event"
+        _say(f"published a {what} to topic {topic} (message {message_id})")
         received = emulator.pull(results_sub, expected, timeout_s=30)
         results.extend(message.json() for message in received)
     return results
 
 
-def _in_process(env: dict[str, str], events: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+def _in_process(env: dict[str, str], events: list[Event]) -> list[Any]:
     from cancel_handler import handler
     from cancel_handler.config import load_settings
     from cancel_handler.envelopes import Delivery
@@ -142,7 +157,7 @@ def _in_process(env: dict[str, str], events: list[tuple[str, dict[str, Any]]]) -
 
     sink = MemorySink()
     rt = build_runtime(load_settings(env, local_run=True), sink=sink)
-    for topic, event in events:
+    for topic, event, _ in events:
         delivery = Delivery(
             json.dumps(event).encode(),
             {},
@@ -165,7 +180,7 @@ def _print_results(results: list[dict[str, Any]]) -> None:
         print(
             f"  {r['event_type']:<16} {r['job_id']}  {r['outcome']:<17} "
             f"is_success={str(r['is_success']).lower():<5} http={r['http_status']} "
-            f"attempts={r['attempts']}"
+            f"attempts={r['attempts']}" + (f"  ({r['reason']})" if r.get("reason") else "")
         )
 
 
@@ -178,13 +193,15 @@ def _print_states(sim: Simulator, jobs: dict[str, Any]) -> None:
 
 def _check(sim: Simulator, jobs: dict[str, Any], results: list[dict[str, Any]]) -> bool:
     cancelled = {r["job_id"] for r in results if r["outcome"] == "cancelled"}
-    expected = {jobs["runaway"], *jobs["etl"]}
-    untouched = [*jobs["etl_done"], *jobs["other"]]
+    expected = {jobs["runaway"], *jobs["etl"], jobs["long"]}
+    untouched = [*jobs["etl_done"], *jobs["other"], jobs["young"]]
     ok = cancelled == expected and all(
         sim.job_status(PROJECT_ID, j) != "CANCELLED" for j in untouched
     )
     _say(
-        "demo OK: the runaway job and the etl queue were cancelled, nothing else was touched"
+        "demo OK: the runaway job and the etl queue were cancelled, the watchdog caught the "
+        "job past its limit on nightly while the young one keeps running; nothing else was "
+        "touched"
         if ok
         else "demo FAILED: the results are not what was expected"
     )

@@ -61,6 +61,7 @@ _STRIPPED_NAMES = frozenset(
         "MAX_JOBS_PER_EVENT",
         "MAX_BODY_BYTES",
         "CANCEL_CONCURRENCY",
+        "RUNTIME_LIMITS",
         "GOOGLE_CLOUD_PROJECT",
         "FUNCTION_TARGET",
         "FUNCTION_SOURCE",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
@@ -29,6 +30,19 @@ EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
 BROWSER_MISSING = "chromium and chromedriver not installed (make browser)"
 UNIT = Path(__file__).resolve().parent / "unit"
 IN_PROCESS_ONLY = "tests/unit runs in process (no gcloud, Java or servers): move it to tests/e2e"
+
+# Property-based tests: a moderate number of examples per test by default (CI), many more with
+# HYPOTHESIS_PROFILE=deep (`make fuzz`). No deadline: a loaded CI machine is slow, not wrong.
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep",
+    max_examples=10000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _in_ci() -> bool:

@@ -26,16 +26,18 @@ import urllib3
 from urllib3.exceptions import NewConnectionError
 
 from cancel_handler import logs
-from cancel_handler.dli import signer
+from cancel_handler.dli import listing, signer
 from cancel_handler.dli.auth import Auth, Call
 from cancel_handler.dli.errors import AuthRefused, DliRefused, TransientFailure, TransientFault
 from cancel_handler.dli.pacing import Pacer
 from cancel_handler.dli.types import (
     SQL_ACTIVE_STATES,
     CallOutcome,
+    JobKind,
     JobRef,
     is_terminal,
 )
+from cancel_handler.limits import ListedJob
 
 NOT_FOUND_CODES = frozenset({"DLI.0002", "DLI.0023"})
 LIST_PAGE_SIZE = 100
@@ -236,6 +238,15 @@ class DliClient:
             ):
                 return
             page += 1
+
+    def list_active(
+        self, project_id: str, kind: JobKind, queue_name: str | None = None
+    ) -> list[ListedJob]:
+        """Every active job of ``kind`` on the queue (``None``: every queue), all pages, with
+        what the watchdog needs (``dli.listing``)."""
+        return listing.list_active(
+            lambda call: self._read(call).body, self._prefix, project_id, kind, queue_name
+        )
 
     def _read(self, call: Call) -> Answer:
         answer = self._call(call)

@@ -20,6 +20,7 @@ from cancel_handler.events import common
 from cancel_handler.events.budget import BudgetNotification
 from cancel_handler.events.incident import IncidentNotification
 from cancel_handler.events.ours import OurEvent
+from cancel_handler.events.sweep import SweepEvent
 
 STRICT = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False)
 
@@ -36,7 +37,18 @@ class PydanticOurEvent(BaseModel):
     reason: str | None = None
     dry_run: bool | None = None
     budget: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
     source_event_id: str | None = None
+
+
+class PydanticSweepEvent(BaseModel):
+    model_config = STRICT
+
+    event_type: str | None = None
+    sweep: bool
+    project_id: str | None = None
+    queue_names: list[Any] | None = None
+    dry_run: bool | None = None
 
 
 class PydanticBudgetNotification(BaseModel):
@@ -80,6 +92,7 @@ class PydanticIncidentNotification(BaseModel):
 
 PAIRS: list[tuple[type[common.Model], type[BaseModel]]] = [
     (OurEvent, PydanticOurEvent),
+    (SweepEvent, PydanticSweepEvent),
     (BudgetNotification, PydanticBudgetNotification),
     (IncidentNotification, PydanticIncidentNotification),
 ]
@@ -162,6 +175,11 @@ def one_field_changed(base: dict[str, Any], path: tuple[str, ...], value: Any) -
 
 TARGETED: list[dict[str, Any]] = [
     *({name: value} for name in PydanticOurEvent.model_fields for value in VALUES),
+    *(
+        one_field_changed({"sweep": True}, (name,), value)
+        for name in PydanticSweepEvent.model_fields
+        for value in VALUES
+    ),
     *(
         one_field_changed(BUDGET, (to_camel(name),), value)
         for name in PydanticBudgetNotification.model_fields

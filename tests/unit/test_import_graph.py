@@ -30,6 +30,7 @@ CLI_MAY_ALSO_IMPORT = {"dli_simulator", "devstack"}
 # imports only from lower layers or from its own subpackage. A new module needs a layer here.
 FUNCTION_LAYERS: list[set[str]] = [
     {"cli"},
+    {"cli_sweep"},
     {"entry"},
     {"handler"},
     {"runtime"},
@@ -40,7 +41,7 @@ FUNCTION_LAYERS: list[set[str]] = [
     {"results", "dli", "errors"},
     {"config"},
     {"approvals"},
-    {"logs"},
+    {"logs", "jsonbody", "limits"},
 ]
 RANK = {name: len(FUNCTION_LAYERS) - i for i, names in enumerate(FUNCTION_LAYERS) for name in names}
 
