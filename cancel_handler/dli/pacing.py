@@ -11,8 +11,8 @@ find their share the same way):
   the limit as the gateway counts it, or this instance's share of it (just after a hold, when
   that second says little, ``CUT`` times the pace; with nothing sent lately and no pace yet, no
   pace: the 429 tells nothing of the limit). The first cut also holds every request back until
-  the 429's ``Retry-After`` has passed: the gateway's window is full, whatever else were sent
-  now would be throttled too. A 429 sent before the last cut changes nothing (that cut already
+  the 429's ``Retry-After`` has passed, or sooner, once the requests of the last second are a
+  second old: the gateway's window is full, whatever else were sent now would be throttled too. A 429 sent before the last cut changes nothing (that cut already
   answers it). The throttled request itself waits its ``Retry-After`` (the client's backoff)
   before it is sent again.
 - Requests then start evenly spaced at the pace, which grows by ``GROWTH`` requests a second
@@ -86,11 +86,19 @@ class Pacer:
             held_lately = now - self._resume_at < WINDOW_S
             basis = self._per_s if self._per_s is not None and held_lately else recent
             if self._per_s is None and retry_after_s:
-                self._resume_at = max(self._resume_at, now + retry_after_s)
+                self._resume_at = max(self._resume_at, self._hold_until(now, retry_after_s))
             if self._per_s is not None or basis > 0:  # else nothing tells the limit yet
                 self._per_s = max(MIN_PER_S, CUT * basis)
             self._cut_at = self._grown_at = now
             self._next = max(self._next, now)
+
+    def _hold_until(self, now: float, retry_after_s: float) -> float:
+        """The end of the first hold: ``Retry-After`` (whole seconds, an upper bound of the
+        gateway's window end), or sooner, once every request sent in the last second has left
+        a one-second window (no window, however the gateway aligns it, then holds more of this
+        instance's requests than it just admitted)."""
+        earliest = next((t for t in self._starts if t >= now - WINDOW_S), now)
+        return max(now, min(now + retry_after_s, earliest + WINDOW_S))
 
     def _admitted_before(self, started: float, since: float) -> int:
         """Requests started in [since, started) and not throttled: what the gateway counted in

@@ -131,13 +131,25 @@ def sent(clock: Clock, pacer: Pacer, times: list[float]) -> None:
 def test_the_first_throttle_holds_every_request_until_retry_after() -> None:
     clock = Clock()
     pacer = Pacer(clock)
-    sent(clock, pacer, [n / 100 for n in range(11)])  # the last one is throttled
-    clock.now = 0.11
+    sent(clock, pacer, [0.5 + n / 100 for n in range(11)])  # the last one is throttled
+    clock.now = 0.61
 
-    pacer.throttled(0.10, RETRY_AFTER_S)
+    pacer.throttled(0.60, 0.5)
 
-    assert pacer.turn() == pytest.approx(1.11)
+    assert pacer.turn() == pytest.approx(1.11)  # Retry-After: 0.5 s
     assert pacer.per_s == pytest.approx(CUT * 10)  # the ten sent before it passed
+
+
+def test_or_until_the_requests_of_the_last_second_are_a_second_old() -> None:
+    clock = Clock()
+    pacer = Pacer(clock)
+    sent(clock, pacer, [0.5 + n / 100 for n in range(11)])
+    clock.now = 0.61
+
+    pacer.throttled(0.60, RETRY_AFTER_S)
+
+    # the first of them started at 0.5: by 1.5 no one-second window holds any of them
+    assert pacer.turn() == pytest.approx(1.5)
 
 
 def test_paced_requests_start_evenly_and_a_stale_throttle_changes_nothing() -> None:
