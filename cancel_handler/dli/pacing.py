@@ -7,14 +7,14 @@ find their share the same way):
 
 - Until DLI throttles, requests start as soon as their callers send them.
 - A 429 that was sent after the last cut ("fresh") cuts the pace to ``CUT`` times the requests
-  that started in the second before it and were not throttled (answered or still in flight):
-  the limit as the gateway counts it, or this instance's share of it (just after a hold, when
-  that second says little, ``CUT`` times the pace; with nothing sent lately and no pace yet, no
-  pace: the 429 tells nothing of the limit). The first cut also holds every request back until
-  the 429's ``Retry-After`` has passed, or sooner, once the requests of the last second are a
-  second old: the gateway's window is full, whatever else were sent now would be throttled too. A 429 sent before the last cut changes nothing (that cut already
-  answers it). The throttled request itself waits its ``Retry-After`` (the client's backoff)
-  before it is sent again.
+  that started in the second before it and were not throttled (answered or still in flight): the
+  limit as the gateway counts it, or this instance's share of it (just after a hold, when that
+  second says little, ``CUT`` times the pace; with nothing sent lately and no pace yet, no pace:
+  the 429 tells nothing of the limit). The first cut also holds every request back until the
+  429's ``Retry-After`` has passed, or sooner, once the requests of the last second are a second
+  old: the gateway's window is full, whatever else were sent now would be throttled too. A 429
+  sent before the last cut changes nothing (that cut already answers it). The throttled request
+  itself waits its ``Retry-After`` (the client's backoff) before it is sent again.
 - Requests then start evenly spaced at the pace, which grows by ``GROWTH`` requests a second
   every second (additive increase, multiplicative decrease: instances sharing a limit converge
   to fair shares), so that it follows a limit or a share that grows; the next fresh 429 cuts it
