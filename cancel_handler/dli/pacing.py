@@ -17,8 +17,10 @@ find their share the same way):
   itself waits its ``Retry-After`` (the client's backoff) before it is sent again.
 - Requests then start evenly spaced at the pace, which grows by ``GROWTH`` requests a second
   every second (additive increase, multiplicative decrease: instances sharing a limit converge
-  to fair shares), so that it follows a limit or a share that grows; the next fresh 429 cuts it
-  again. After ``QUIET_S`` without a 429 the pace is dropped.
+  to fair shares), so that it follows a limit or a share that grows. A fresh 429 while paced (at
+  most one cut per ``RECUT_AFTER_S``) cuts it to ``RECUT`` times the lower of the pace and that
+  count: a second that straddled two of the gateway's windows counts up to twice its limit, so
+  the first estimate may be high. After ``QUIET_S`` without a 429 the pace is dropped.
 
 The pacer only decides when a request may start (and counts it as sent), and hears of the 429s;
 the client sleeps (within the event's budget).
@@ -33,6 +35,8 @@ from collections import deque
 from collections.abc import Callable
 
 CUT = 0.97
+RECUT = 0.9  # a cut while paced
+RECUT_AFTER_S = 0.25  # at most one cut per this, while paced
 GROWTH = 2.0  # requests a second, added every second
 QUIET_S = 30.0
 MIN_PER_S = 1.0
@@ -79,16 +83,19 @@ class Pacer:
         with self._lock:
             self.throttled_count += 1
             self._throttled.append(started)
-            if started < self._cut_at:
-                return
+            if started < self._cut_at + (RECUT_AFTER_S if self._per_s is not None else 0.0):
+                return  # the window that was full at the last cut may still be
             now = self._clock()
             recent = self._admitted_before(started, now - WINDOW_S)
-            held_lately = now - self._resume_at < WINDOW_S
-            basis = self._per_s if self._per_s is not None and held_lately else recent
-            if self._per_s is None and retry_after_s:
-                self._resume_at = max(self._resume_at, self._hold_until(now, retry_after_s))
-            if self._per_s is not None or basis > 0:  # else nothing tells the limit yet
-                self._per_s = max(MIN_PER_S, CUT * basis)
+            if self._per_s is None:
+                if retry_after_s:
+                    self._resume_at = max(self._resume_at, self._hold_until(now, retry_after_s))
+                if recent > 0:  # else nothing tells the limit yet
+                    self._per_s = max(MIN_PER_S, CUT * recent)
+            else:
+                # paced and still throttled: the estimate was high (a second that straddled
+                # two of the gateway's windows counts up to twice its limit)
+                self._per_s = max(MIN_PER_S, RECUT * min(self._per_s, recent or self._per_s))
             self._cut_at = self._grown_at = now
             self._next = max(self._next, now)
 

@@ -48,9 +48,15 @@ class Outcome:
 Worker = Iterator[float]  # yields the clock time it waits for
 
 
-def run(jobs: int, limit_per_s: int, instances: int = 1, workers: int = 8) -> Outcome:
+def run(
+    jobs: int, limit_per_s: int, instances: int = 1, workers: int = 8, phase_s: float = 0.0
+) -> Outcome:
+    """``phase_s``: how far into one of the gateway's one-second windows the first request
+    comes (the gateway counts on its own clock)."""
     clock = Clock()
+    clock.now = -phase_s
     gateway = RateLimit(limit_per_s, clock)
+    clock.now = 0.0
     pacers = [Pacer(clock) for _ in range(instances)]
     queue = iter(range(jobs))
     outcome = Outcome(0.0)
@@ -105,9 +111,22 @@ def test_a_bulk_cancel_runs_at_the_limit_with_few_throttled_and_none_failed(
     assert max(outcome.attempts) <= 2  # no job comes close to running out of attempts
 
 
+@pytest.mark.parametrize("phase_s", [0.25, 0.5, 0.75])
 @pytest.mark.parametrize("limit_per_s", [100, 50])
-def test_two_instances_share_one_limit(limit_per_s: int) -> None:
-    outcome = run(1000, limit_per_s, instances=2)
+def test_wherever_the_gateways_second_begins_none_fails(limit_per_s: int, phase_s: float) -> None:
+    """A burst that straddles two of the gateway's windows first counts up to twice the limit
+    in its last second: the pace comes down over the next windows."""
+    outcome = run(1000, limit_per_s, phase_s=phase_s)
+
+    assert outcome.failed == 0 and max(outcome.attempts) <= 2
+    assert outcome.elapsed_s <= 1.4 * 1000 / limit_per_s
+    assert outcome.throttled_share <= 0.10
+
+
+@pytest.mark.parametrize("phase_s", [0.0, 0.25, 0.5, 0.75])
+@pytest.mark.parametrize("limit_per_s", [100, 50])
+def test_two_instances_share_one_limit(limit_per_s: int, phase_s: float) -> None:
+    outcome = run(1000, limit_per_s, instances=2, phase_s=phase_s)
 
     assert outcome.failed == 0 and len(outcome.attempts) == 1000
     assert outcome.elapsed_s <= 1.25 * 1000 / limit_per_s
