@@ -6,23 +6,33 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean lock
+.PHONY: demo test test-unit lint bench clean lock
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
+# The wheel (and the editable install) hold only cancel_handler, what the function runs. The
+# local tools beside it (dli_simulator, devstack, bench) are imported from the checkout: the
+# .pth file puts the repository root on the venv's sys.path, so the tests, `dli-cancel demo`,
+# `dli-cancel simulator` and `make bench` find them from any directory.
 $(VENV)/.installed: requirements-dev.lock pyproject.toml $(UV)
 	test -x $(BIN)/python || $(UV) venv --quiet --python $(PY) $(VENV)
 	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes --compile-bytecode requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "dli-cancel-checkout.pth").write_text("$(CURDIR)\n")'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/dli-cancel demo
 
+# All three tiers: tests/unit, tests/e2e (real servers), tests/deploy.
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# In process only (no gcloud, Java or server subprocesses): the fast tier.
+test-unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -32,7 +42,7 @@ lint: $(VENV)/.installed
 # Bytecode is compiled first, as the Cloud Run build does: this machine sets
 # PYTHONDONTWRITEBYTECODE, so without it every cold start would measure compilation.
 bench: $(VENV)/.installed
-	$(BIN)/python -m compileall -q -j 2 cancel_handler main.py bench
+	$(BIN)/python -m compileall -q -j 2 cancel_handler main.py bench devstack dli_simulator
 	$(BIN)/python -m bench
 
 # Regenerate the lock files after changing dependencies in pyproject.toml.

@@ -8,203 +8,21 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from cancel_handler.local.stack import (
-    REPO_ROOT,
-    PubSubEmulator,
-    SimulatorProcess,
-    child_env,
-    free_port,
-    gcloud_available,
-)
-
-APPS = Path(__file__).resolve().parent / "apps"
-MAIN = REPO_ROOT / "main.py"
-PROJECT_ID = "0123456789abcdef0123456789abcdef"
-AK, SK = "BENCHACCESSKEY00", "bench-secret-key-0123456789"
-IAM = {"IAM_DOMAIN": "bench", "IAM_USERNAME": "bench", "IAM_PASSWORD": "bench-password"}
-RESULT_TOPIC = "bench-results"
-
-
-@dataclass
-class Row:
-    name: str
-    ours: float
-    baseline: float
-    unit: str
-    target: str
-    limit: float
-    higher_is_better: bool = False
-    note: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.baseline if self.baseline else float("inf")
-
-    @property
-    def met(self) -> bool:
-        return self.ratio >= self.limit if self.higher_is_better else self.ratio <= self.limit
-
-
-class Server:
-    """A functions-framework server launched by hand, so launch time is measured exactly."""
-
-    def __init__(self, source: Path, target: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (kept open for the child)
-            prefix="bench-ff-", suffix=".log", delete=False
-        )
-        argv = [
-            str(Path(sys.executable).parent / "functions-framework"),
-            "--target",
-            target,
-            "--source",
-            str(source),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self.launched = time.perf_counter()
-        self.proc = subprocess.Popen(
-            argv,
-            env=child_env(env),
-            cwd=source.parent,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(5)
-
-    def worker_hwm_kib(self) -> int:
-        """Peak RSS of the gunicorn worker (the process that handles requests)."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        pid = int(children[0]) if children else self.proc.pid
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmHWM")
-
-    def instance_pss_kib(self) -> int:
-        """Memory of the whole instance (gunicorn master + worker), shared pages counted once:
-        what a container's memory limit sees."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        total = 0
-        for pid in [self.proc.pid, *map(int, children)]:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        return total
-
-    def wait_answer(self, send: Callable[[], requests.Response], timeout_s: float = 30) -> float:
-        """Send until the server answers; returns seconds since launch."""
-        deadline = time.perf_counter() + timeout_s
-        while True:
-            try:
-                response = send()
-                return time.perf_counter() - self.launched if response is not None else 0.0
-            except requests.ConnectionError:
-                if time.perf_counter() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(Path(self.log.name).read_text()[-2000:]) from None
-                time.sleep(0.003)
-
-
-@contextmanager
-def server(source: Path, target: str, env: dict[str, str]) -> Iterator[Server]:
-    s = Server(source, target, env)
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-class Stack:
-    def __init__(self) -> None:
-        self.emulator = PubSubEmulator(project="bench")
-        self.emulator.start()
-        self.emulator.create_topic(RESULT_TOPIC)
-        self.sim = SimulatorProcess(env={"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, **IAM})
-        self.sim_url = self.sim.start()
-        self.http = requests.Session()
-        self.token = self._token()
-
-    def close(self) -> None:
-        self.sim.stop()
-        self.emulator.stop()
-
-    def _token(self) -> str:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": IAM["IAM_USERNAME"],
-                            "password": IAM["IAM_PASSWORD"],
-                            "domain": {"name": IAM["IAM_DOMAIN"]},
-                        }
-                    },
-                },
-                "scope": {"project": {"id": PROJECT_ID}},
-            }
-        }
-        answer = self.http.post(f"{self.sim_url}/v3/auth/tokens", json=body, timeout=10)
-        return answer.headers["X-Subject-Token"]
-
-    def add_jobs(self, count: int, queue: str = "default") -> list[str]:
-        answer = self.http.post(
-            f"{self.sim_url}/_sim/jobs",
-            json={
-                "project_id": PROJECT_ID,
-                "kind": "sql",
-                "count": count,
-                "queue_name": queue,
-                "status": "RUNNING",
-            },
-            timeout=60,
-        )
-        jobs: list[str] = answer.json()["job_ids"]
-        return jobs
-
-    def sim_config(self, **config: float) -> None:
-        self.http.post(f"{self.sim_url}/_sim/config", json=config, timeout=10).raise_for_status()
-
-    def function_env(self, **extra: str) -> dict[str, str]:
-        return {
-            "DLI_ENDPOINT": self.sim_url,
-            "DLI_PROJECT_ID": PROJECT_ID,
-            "HUAWEICLOUD_SDK_AK": AK,
-            "HUAWEICLOUD_SDK_SK": SK,
-            "RESULT_TOPIC": self.emulator.topic_path(RESULT_TOPIC),
-            **self.emulator.env(),
-            **extra,
-        }
-
-    def naive_env(self) -> dict[str, str]:
-        return {**self.function_env(), "NAIVE_TOKEN": self.token}
+from bench.fanout import bench_fanout
+from bench.report import Row, print_table
+from bench.stack import AK, APPS, MAIN, PROJECT_ID, RESULT_TOPIC, SK, Stack, probe, server
+from devstack.stack import gcloud_available
 
 
 def cloud_event_request(url: str, job_id: str) -> Callable[[], requests.Response]:
@@ -242,7 +60,10 @@ def median(values: list[float]) -> float:
 
 
 def bench_cold(stack: Stack, runs: int) -> list[Row]:
-    ours_first, naive_first, ours_ready, hello_ready = [], [], [], []
+    ours_first: list[float] = []
+    naive_first: list[float] = []
+    ours_ready: list[float] = []
+    hello_ready: list[float] = []
     for _ in range(runs):
         for job_list, source, target, env in (
             (ours_first, MAIN, "cancel_dli_job", stack.function_env()),
@@ -256,7 +77,7 @@ def bench_cold(stack: Stack, runs: int) -> list[Row]:
             (hello_ready, APPS / "hello_main.py", "hello", {}),
         ):
             with server(source, target, env) as s:
-                ready_list.append(s.wait_answer(lambda s=s: requests.get(s.url, timeout=10)))
+                ready_list.append(s.wait_answer(probe(s.url)))
     return [
         Row(
             "1 cold first result",
@@ -525,21 +346,6 @@ def bench_signer(n: int = 20000) -> Row:
 # -- report ------------------------------------------------------------------------------------
 
 
-def print_table(rows: list[Row]) -> None:
-    header = (
-        f"{'benchmark':<44} {'ours':>10} {'baseline':>10} {'unit':<5} {'ratio':>6}  "
-        f"{'target':<26} met"
-    )
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row.name:<44} {row.ours:>10.3f} {row.baseline:>10.3f} {row.unit:<5} "
-            f"{row.ratio:>6.2f}  {row.target:<26} {'yes' if row.met else 'NO'}"
-            + (f"  ({row.note})" if row.note else "")
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--runs", type=int, default=7, help="cold-start runs per app")
@@ -566,8 +372,6 @@ def main(argv: list[str] | None = None) -> int:
         if "memory" in only:
             rows += bench_memory(stack)
         if "fanout" in only:
-            from bench.fanout import bench_fanout
-
             rows.append(bench_fanout(stack))
     finally:
         stack.close()

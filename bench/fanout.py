@@ -12,13 +12,13 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-if TYPE_CHECKING:
-    from bench.__main__ import Row, Stack
+from bench.report import Row
+from bench.stack import MAIN, PROJECT_ID, RESULT_TOPIC, Stack, probe, server
 
 FANOUT_TOPIC = "bench-fanout"
 
@@ -44,7 +44,7 @@ class RoundRobinProxy:
                     proxy.counts[backend] += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 parts = urlsplit(backend)
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+                conn = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request("POST", self.path, body=body, headers=headers)
                 answer = conn.getresponse()
@@ -68,8 +68,6 @@ class RoundRobinProxy:
 
 
 def bench_fanout(stack: Stack, jobs: int = 2000) -> Row:
-    from bench.__main__ import MAIN, PROJECT_ID, RESULT_TOPIC, Row, server
-
     emulator = stack.emulator
     emulator.create_topic(FANOUT_TOPIC)
     results_sub = emulator.create_pull_subscription(
@@ -86,7 +84,7 @@ def bench_fanout(stack: Stack, jobs: int = 2000) -> Row:
     first_server = server(MAIN, "cancel_dli_job", env)
     with first_server as first, server(MAIN, "cancel_dli_job", env) as second:
         for s in (first, second):
-            s.wait_answer(lambda s=s: requests.get(s.url, timeout=10))
+            s.wait_answer(probe(s.url))
         proxy = RoundRobinProxy([first.url, second.url])
         emulator.create_push_subscription(
             f"fanout-push-{uuid.uuid4().hex[:6]}", FANOUT_TOPIC, proxy.url, ack_deadline_s=60

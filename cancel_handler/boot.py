@@ -1,4 +1,5 @@
-"""What an instance does once at start: validate the configuration and say what is wrong.
+"""What an instance does once at start: set up logging, validate the configuration and say
+what is wrong.
 
 Light on purpose (configuration and logs only): it runs while the server starts, before it
 answers its first request.
@@ -7,13 +8,15 @@ answers its first request.
 from __future__ import annotations
 
 from cancel_handler import logs
-from cancel_handler.config import ConfigError, Settings, load_settings
+from cancel_handler.config import ConfigError, Settings, load_log_settings, load_settings
 
 
 def startup() -> None:
     """Validate the configuration once, at instance start, and say what is wrong (one log
     line naming every problem), before any event arrives. Events then raise until it is
     fixed; the process keeps running."""
+    log_settings = load_log_settings()
+    logs.setup(log_settings.level, log_settings.gcp_project)
     try:
         settings = load_settings()
     except ConfigError as error:
@@ -34,6 +37,7 @@ def startup() -> None:
         event_budget_s=settings.event_budget_s,
         max_event_age_s=settings.max_event_age_s,
         dry_run=settings.dry_run,
+        log_level=settings.log_level,
     )
 
 

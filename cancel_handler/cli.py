@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "simulator":
-        from cancel_handler.local.simulator import main as simulator_main
+        from dli_simulator import main as simulator_main
 
         return simulator_main(rest + _simulator_args(args))
     if rest:
@@ -63,7 +63,7 @@ def _simulator_args(args: argparse.Namespace) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cancel_handler.local.demo import run
+    from devstack.demo import run
 
     return run()
 
@@ -98,13 +98,17 @@ def _cancel(args: argparse.Namespace) -> int:
     logs.send_to(sys.stderr)  # stdout is for the result event
     from cancel_handler.config import ConfigError, load_settings
     from cancel_handler.envelopes import Delivery
+    from cancel_handler.errors import RetryLater
+    from cancel_handler.outcomes import Outcome
     from cancel_handler.results import PrintSink
+    from cancel_handler.runtime import build_runtime
 
     try:
         settings = load_settings(local_run=True)
     except ConfigError as error:
         print(f"dli-cancel: {error}", file=sys.stderr)
         return 2
+    logs.setup(settings.log_level)  # still on stderr
     event: dict[str, Any] = {
         "event_type": "job-timeout",
         "job_id": args.job_id,
@@ -114,20 +118,16 @@ def _cancel(args: argparse.Namespace) -> int:
     }
     if args.project_id:
         event["project_id"] = args.project_id
-    rt = handler.build_runtime(settings, sink=PrintSink(sys.stderr))
+    rt = build_runtime(settings, sink=PrintSink(sys.stderr))
     delivery = Delivery(json.dumps(event).encode(), {}, None, f"cli-{uuid.uuid4()}", None, "http")
     try:
         report = handler.process(delivery, rt)
-    except handler.RetryLater as error:
+    except RetryLater as error:
         print(f"dli-cancel: not done, try again: {error}", file=sys.stderr)
         return 3
     for result in report.results:
         print(json.dumps(result.to_dict(), indent=2))
-    return (
-        0
-        if all(r.outcome in ("cancelled", "already_finished", "dry_run") for r in report.results)
-        else 1
-    )
+    return 0 if all(Outcome(r.outcome).good for r in report.results) else 1
 
 
 def _send(args: argparse.Namespace) -> int:

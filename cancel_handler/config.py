@@ -57,7 +57,9 @@ KNOWN_VARIABLES = (
     "PUSH_CERTS_URL",
     "MAX_BODY_BYTES",
     "DLI_LOCAL_RUN",
+    "LOG_LEVEL",
 )
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Secret:
@@ -185,6 +187,7 @@ class Settings:
     push_certs_url: str = GOOGLE_CERTS_URL
     max_body_bytes: int = 65536
     local_run: bool = False
+    log_level: str = "INFO"
 
 
 class _Reader:
@@ -278,6 +281,7 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         push_certs_url=_certs_url(r),
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
         local_run=local_run,
+        log_level=_log_level(r),
     )
     if settings.push_service_account and not settings.push_audience:
         r.problems.append("PUSH_SERVICE_ACCOUNT is set without PUSH_AUDIENCE: no token is checked")
@@ -415,6 +419,30 @@ def _iam(r: _Reader) -> IamSettings | None:
         password_file=password_file,
         domain=domain,
     )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+    gcp_project: str | None = None  # trace ids become projects/P/traces/T
+
+
+def load_log_settings(env: Mapping[str, str] | None = None) -> LogSettings:
+    """What logging needs at start, read even when the rest of the configuration is wrong
+    (so that the error is logged): a bad ``LOG_LEVEL`` gives INFO here, and ``load_settings``
+    reports it with the other problems."""
+    r = _Reader(os.environ if env is None else env)
+    return LogSettings(_log_level(r), r.text("GOOGLE_CLOUD_PROJECT"))
+
+
+def _log_level(r: _Reader) -> str:
+    raw = r.text("LOG_LEVEL")
+    if raw is None:
+        return "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        r.problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        return "INFO"
+    return raw.upper()
 
 
 def topic_path(name: str, env: Mapping[str, str] | None = None) -> str | None:

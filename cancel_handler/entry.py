@@ -4,13 +4,19 @@ A CloudEvent is acknowledged by returning and delivered again by raising. An HTT
 200 with the results, 400 for a bad event it posted directly, 503 when it should retry.
 ``on_error`` is registered with functions-framework: it turns an exception into one structured
 log line and a short answer (no multi-line traceback on stderr, no secret in either).
+
+Each delivery runs inside ``logs.event_context``: its log lines carry the event id and the
+trace of the request (a CloudEvent's ``traceparent`` extension, else the HTTP request's
+``traceparent`` or ``X-Cloud-Trace-Context`` header).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +26,7 @@ from cancel_handler.errors import RetryLater
 from cancel_handler.results import results_json
 
 if TYPE_CHECKING:
-    from cancel_handler.handler import Runtime
+    from cancel_handler.runtime import Runtime
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 HttpAnswer = tuple[str, int, dict[str, str]]
@@ -38,22 +44,22 @@ def start() -> None:
     simply finishes the same imports itself.
     """
     boot.startup()
-    os.register_at_fork(after_in_child=_warm_up_in_background)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
-def _warm_up_in_background() -> None:
+def _after_fork() -> None:
+    # gunicorn has given its worker's logger a plain-text handler by now: JSON lines instead.
+    logs.adopt("gunicorn.error", "gunicorn.access")
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 
 def _warm_up() -> None:
     try:
-        rt = _handler().runtime()
+        rt = _runtime()
         from cancel_handler.events import prepare
 
         prepare()
-        warm = getattr(rt.sink, "warm_up", None)
-        if warm is not None:
-            warm()
+        rt.sink.warm_up()
     except Exception as error:  # a configuration error is reported by every event instead
         logs.debug("warm-up skipped", error=logs.exception_text(error))
 
@@ -64,11 +70,27 @@ def _handler() -> ModuleType:
     return handler
 
 
+def _runtime() -> Runtime:
+    """The instance's runtime; the first call imports the function's heavy part."""
+    from cancel_handler.runtime import runtime
+
+    return runtime()
+
+
 def on_cloud_event(event: Any) -> None:
     """Raises ``RetryLater`` (-> HTTP 500, Pub/Sub redelivers) when the event must come again."""
+    headers = _request_headers()
+    with logs.event_context(
+        _event_id(event),
+        traceparent=_ce_extension(event, "traceparent") or headers.get("traceparent"),
+        cloud_trace=headers.get("X-Cloud-Trace-Context"),
+    ):
+        _handle_cloud_event(event)
+
+
+def _handle_cloud_event(event: Any) -> None:
     try:
-        handler = _handler()
-        rt = handler.runtime()
+        rt = _runtime()
     except RetryLater as error:
         logs.error(
             "event not handled: configuration error; it will be delivered again",
@@ -77,20 +99,29 @@ def on_cloud_event(event: Any) -> None:
             error=str(error),
         )
         raise
+    handler = _handler()
     try:
         delivery = from_cloud_event(event, rt.settings.max_body_bytes)
     except EnvelopeError as error:
         handler.reject_envelope(rt, error)
         return
+    logs.add_labels(event_id=delivery.event_id)
     handler.process(delivery, rt)
 
 
 def on_http(request: Any) -> HttpAnswer:
+    with logs.event_context(
+        traceparent=request.headers.get("traceparent"),
+        cloud_trace=request.headers.get("X-Cloud-Trace-Context"),
+    ):
+        return _handle_http(request)
+
+
+def _handle_http(request: Any) -> HttpAnswer:
     if request.method != "POST":
         return _error(405, "only POST is accepted")
     try:
-        handler = _handler()
-        rt = handler.runtime()
+        rt = _runtime()
     except RetryLater as error:
         logs.error("request not handled: configuration error", outcome="retry", error=str(error))
         return _error(503, "configuration error: see the function's log")
@@ -125,6 +156,7 @@ def _answer_http(rt: Runtime, body: bytes, path: str) -> HttpAnswer:
             # not deliver it again; a bad body posted directly is the caller's error (400).
             status = 200 if error.transport == "push" else 400
             return results_json(report.results), status, JSON_HEADERS
+        logs.add_labels(event_id=delivery.event_id)
         report = handler.process(delivery, rt)
     except RetryLater as error:
         return _error(503, f"retry later: {error}")
@@ -173,6 +205,25 @@ def _read_at_most(stream: Any, size: int) -> bytes:
 
 def _error(status: int, message: str) -> HttpAnswer:
     return json.dumps({"error": logs.redact(message)}), status, JSON_HEADERS
+
+
+def _request_headers() -> Mapping[str, str]:
+    """The headers of the HTTP request being served (functions-framework calls the function
+    inside Flask's request context); none outside one. Flask is looked up, not imported: it
+    is loaded whenever a request is being served."""
+    flask: Any = sys.modules.get("flask")
+    if flask is None or not flask.has_request_context():
+        return {}
+    headers: Mapping[str, str] = flask.request.headers
+    return headers
+
+
+def _ce_extension(event: Any, name: str) -> str | None:
+    try:
+        value = event[name]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _event_id(event: Any) -> str | None:

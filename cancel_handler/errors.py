@@ -1,4 +1,12 @@
-"""The one exception that crosses layers: an event that must be delivered again."""
+"""The one exception that crosses layers: an event that must be delivered again.
+
+The transports (``entry``) understand only ``RetryLater``. Below them, "try later" has two
+sources, each declared with its package: ``dli.errors.DliUnavailable`` (DLI or its credentials
+cannot be used now) and ``results.PublishError`` (a result was not confirmed). The handler
+catches both and decides: raise ``RetryLater``, or (an old event's DLI faults) publish
+``failed`` and return. A configuration error found when the runtime is built is a
+``RetryLater`` too (``runtime.load_settings_or_raise``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Shared pytest set-up: the `emulator` mark, one Pub/Sub emulator per session, name helpers.
+"""Shared pytest set-up: the three tiers, the `emulator` mark, one Pub/Sub emulator per
+session, name helpers.
+
+Tiers: ``tests/unit`` runs in process (no gcloud, Java or server subprocesses; enforced here),
+``tests/e2e`` through the real servers, ``tests/deploy`` checks deploy.yaml, the uploaded
+source and the wheel.
 
 Tests marked ``@pytest.mark.emulator`` need gcloud with the Pub/Sub emulator. Without it they
 are skipped on a developer machine and fail under ``CI=true`` (a CI run must not pass by
@@ -8,6 +13,7 @@ skipping the end-to-end tests).
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -15,10 +21,12 @@ from typing import Any
 
 import pytest
 
-from cancel_handler.local.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
+from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
 
 EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
+UNIT = Path(__file__).resolve().parent / "unit"
+IN_PROCESS_ONLY = "tests/unit runs in process (no gcloud, Java or servers): move it to tests/e2e"
 
 
 def _in_ci() -> bool:
@@ -37,9 +45,27 @@ def _require_gcloud() -> None:
     pytest.skip(EMULATOR_MISSING)
 
 
+def _in_unit_tier(node: pytest.Item) -> bool:
+    return UNIT in node.path.resolve().parents
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("emulator") is not None:
+        if _in_unit_tier(item):
+            pytest.fail(f"marked emulator: {IN_PROCESS_ONLY}", pytrace=False)
         _require_gcloud()
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if isinstance(request.node, pytest.Item) and _in_unit_tier(request.node):
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"started a process: {IN_PROCESS_ONLY}")
+
+        monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from typing import Any
 
 import requests
 
-from cancel_handler.local.simulator import Simulator
-from cancel_handler.local.stack import FunctionServer, PubSubEmulator
+from devstack.stack import FunctionServer, PubSubEmulator
+from dli_simulator import Simulator
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 OTHER_PROJECT_ID = "fedcba9876543210fedcba9876543210"

@@ -33,6 +33,7 @@ from cancel_handler.config import (
     read_password_file,
 )
 from cancel_handler.dli import signer
+from cancel_handler.dli.errors import AuthRefused, CredentialsUnavailable, TransientFault
 
 JSON_CONTENT_TYPE = "application/json"
 # A mounted secret is read again at least this often even when its ``stat`` did not change
@@ -42,31 +43,6 @@ FILE_MAX_AGE_S = 300.0
 RENEW_MARGIN_S = 300.0
 RENEW_MARGIN_FRACTION = 0.1
 DEFAULT_TOKEN_LIFETIME_S = 3600.0  # IAM sent no usable expires_at (real tokens last 24 h)
-
-
-class CredentialsUnavailable(Exception):
-    """Credentials could not be read (a configuration problem: the event is retried)."""
-
-
-class AuthRefused(Exception):
-    """IAM refused to issue a token: the credentials are wrong or lack permission."""
-
-    def __init__(self, http_status: int, error_code: str, message: str) -> None:
-        self.http_status = http_status
-        self.error_code = error_code
-        self.message = message
-        super().__init__(f"IAM refused the token request: HTTP {http_status} {error_code}")
-
-
-class IamUnavailable(Exception):
-    """IAM answered 429 or 5xx, or did not answer (``http_status`` None, ``IAM_TIMEOUT`` or
-    ``IAM_UNREACHABLE``): a transient fault, retried like DLI's own."""
-
-    def __init__(self, http_status: int | None, error_code: str, message: str) -> None:
-        self.http_status = http_status
-        self.error_code = error_code
-        self.message = message
-        super().__init__(f"IAM unavailable: {error_code}")
 
 
 @dataclass(frozen=True)
@@ -305,7 +281,7 @@ class TokenAuth:
             return cached.value
         try:
             fresh = self._fetch(project_id)
-        except (IamUnavailable, AuthRefused, CredentialsUnavailable) as exc:
+        except (TransientFault, AuthRefused, CredentialsUnavailable) as exc:
             self._failures[project_id] = (self._fetch_done(project_id), exc)
             still_valid = cached is not None and self._monotonic() < cached.expires_at
             if still_valid and not isinstance(exc, AuthRefused):
@@ -353,13 +329,13 @@ class TokenAuth:
                 timeout=self._timeout_s,
             )
         except requests.Timeout:
-            raise IamUnavailable(None, "IAM_TIMEOUT", "no answer from IAM in time") from None
+            raise TransientFault("IAM_TIMEOUT", "no answer from IAM in time") from None
         except requests.RequestException as exc:
-            raise IamUnavailable(None, "IAM_UNREACHABLE", type(exc).__name__) from None
+            raise TransientFault("IAM_UNREACHABLE", type(exc).__name__) from None
         with self._guard:
             self.fetch_count += 1
         if response.status_code == 429 or response.status_code >= 500:
-            raise IamUnavailable(response.status_code, *_iam_error(response))
+            raise TransientFault(*_iam_error(response), http_status=response.status_code)
         if response.status_code != 201:
             raise AuthRefused(response.status_code, *_iam_error(response))
         value = response.headers.get("X-Subject-Token", "")
@@ -397,8 +373,8 @@ class TokenAuth:
 
 def _copy(error: Exception) -> Exception:
     """A fresh exception like ``error`` (one instance must not be raised in many threads)."""
-    if isinstance(error, IamUnavailable):
-        return IamUnavailable(error.http_status, error.error_code, error.message)
+    if isinstance(error, TransientFault):
+        return TransientFault(error.error_code, error.message, error.http_status)
     if isinstance(error, AuthRefused):
         return AuthRefused(error.http_status, error.error_code, error.message)
     return type(error)(*error.args)

@@ -3,9 +3,10 @@
 Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
 with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
 ``max_attempts`` times. When they outlast the retries the call ends in ``TransientFailure``; the
-handler decides whether the event is delivered again or published as ``failed``. A client made
-with ``bounded(deadline)`` also stops at the deadline (the event's time budget): no attempt
-starts and no backoff sleeps past it, and each attempt's timeout is cut to the time left.
+handler decides whether the event is delivered again or published as ``failed`` (``dli.errors``
+describes every exception). A client made with ``bounded(deadline)`` also stops at the
+deadline (the event's time budget): no attempt starts and no backoff sleeps past it, and each
+attempt's timeout is cut to the time left.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -25,37 +26,17 @@ from urllib3.exceptions import NewConnectionError
 
 from cancel_handler import logs
 from cancel_handler.dli import signer
-from cancel_handler.dli.auth import Auth, AuthRefused, Call, IamUnavailable
-
-JobKind = Literal["sql", "spark", "flink"]
-Outcome = Literal["cancelled", "already_finished", "not_found", "rejected", "failed"]
-
-SQL_ACTIVE_STATES = ("RUNNING", "LAUNCHING", "SCALING")
-SQL_TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELLED"})
-SPARK_TERMINAL_STATES = frozenset({"success", "dead"})
-FLINK_TERMINAL_STATES = frozenset(
-    {"job_cancel_success", "job_finish", "job_submit_fail", "job_arrearage_stopped"}
+from cancel_handler.dli.auth import Auth, Call
+from cancel_handler.dli.errors import AuthRefused, DliRefused, TransientFailure, TransientFault
+from cancel_handler.dli.types import (
+    SQL_ACTIVE_STATES,
+    CallOutcome,
+    JobRef,
+    is_terminal,
 )
+
 NOT_FOUND_CODES = frozenset({"DLI.0002", "DLI.0023"})
 LIST_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True)
-class JobRef:
-    project_id: str
-    job_id: str
-    kind: JobKind = "sql"
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    outcome: str  # an Outcome, or "dry_run" when the handler skipped the call
-    is_success: bool
-    error_code: str | None = None
-    message: str = ""
-    http_status: int | None = None
-    request_id: str | None = None
-    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,55 +45,6 @@ class RetryPolicy:
     timeout_s: float = 10.0
     base_delay_s: float = 0.5
     max_delay_s: float = 10.0
-
-
-class TransientFailure(Exception):
-    """Transient faults outlasted every retry. ``error_code`` is ours: ``DLI_TIMEOUT``,
-    ``DLI_UNREACHABLE`` or ``DLI_HTTP_<status>``."""
-
-    def __init__(
-        self,
-        error_code: str,
-        message: str,
-        attempts: int,
-        http_status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(f"{error_code} after {attempts} attempts: {message}")
-        self.error_code = error_code
-        self.message = message
-        self.attempts = attempts
-        self.http_status = http_status
-        self.request_id = request_id
-
-    def out_of_time(self) -> TransientFailure:
-        """The same failure, noting that the event's time budget stopped the retries."""
-        return TransientFailure(
-            self.error_code,
-            f"{self.message} (no time left in the event's budget for another attempt)",
-            self.attempts,
-            self.http_status,
-            self.request_id,
-        )
-
-    def as_outcome(self) -> CallOutcome:
-        return CallOutcome(
-            outcome="failed",
-            is_success=False,
-            error_code=self.error_code,
-            message=self.message,
-            http_status=self.http_status,
-            request_id=self.request_id,
-            attempts=self.attempts,
-        )
-
-
-class DliRefused(Exception):
-    """DLI answered a read (status, list) with a definitive error."""
-
-    def __init__(self, answer: Answer) -> None:
-        super().__init__(f"DLI refused: HTTP {answer.status} {answer.error_code}")
-        self.answer = answer
 
 
 @dataclass(frozen=True)
@@ -167,7 +99,9 @@ class DliClient:
     # -- cancel ---------------------------------------------------------------------------
 
     def cancel(self, job: JobRef) -> CallOutcome:
-        """Cancel one job; raises ``TransientFailure`` when faults outlast the retries."""
+        """Cancel one job: what DLI's answer means. Raises ``TransientFailure`` when faults
+        outlast the retries, ``CredentialsUnavailable`` when the credentials cannot be read; an
+        authentication IAM refuses is a ``rejected`` outcome."""
         try:
             if job.kind == "spark":
                 return self._cancel_spark(job)
@@ -226,12 +160,12 @@ class DliClient:
         try:
             state = read_state(job)
         except DliRefused as refused:
-            if refused.answer.error_code in NOT_FOUND_CODES or refused.answer.status == 404:
+            if _says_not_found(refused):
                 return replace(base, outcome="not_found")
             return base
         if state is None:
             return replace(base, outcome="not_found")
-        if _is_terminal(job.kind, state):
+        if is_terminal(job.kind, state):
             return replace(base, outcome="already_finished", message=f"job is {state}")
         return base
 
@@ -245,7 +179,7 @@ class DliClient:
         try:
             return readers[job.kind](job)
         except DliRefused as refused:
-            if refused.answer.error_code in NOT_FOUND_CODES or refused.answer.status == 404:
+            if _says_not_found(refused):
                 return None
             raise
 
@@ -303,7 +237,9 @@ class DliClient:
     def _read(self, call: Call) -> Answer:
         answer = self._call(call)
         if answer.status >= 400 or _field(answer.body, "is_success") is False:
-            raise DliRefused(answer)
+            raise DliRefused(
+                answer.status, answer.error_code, answer.error_message, answer.request_id
+            )
         return answer
 
     # -- transport ------------------------------------------------------------------------
@@ -323,7 +259,7 @@ class DliClient:
             sent += 1
             try:
                 answer = self._send(call, sent, timeout)
-            except _Transient as fault:
+            except TransientFault as fault:
                 last = fault.failure(sent)
                 if counted < self._policy.max_attempts:
                     delay = self._backoff(counted, fault.retry_after)
@@ -374,13 +310,11 @@ class DliClient:
                 redirect=False,
             )
         except NewConnectionError as exc:  # a subclass of the connect timeout, but refused
-            raise _Transient("DLI_UNREACHABLE", _reason(exc)) from None
+            raise TransientFault("DLI_UNREACHABLE", _reason(exc)) from None
         except urllib3.exceptions.TimeoutError as exc:
-            raise _Transient("DLI_TIMEOUT", _reason(exc)) from None
+            raise TransientFault("DLI_TIMEOUT", _reason(exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _Transient("DLI_UNREACHABLE", _reason(exc)) from None
-        except IamUnavailable as exc:
-            raise _Transient(exc.error_code, exc.message, exc.http_status) from None
+            raise TransientFault("DLI_UNREACHABLE", _reason(exc)) from None
         return _classify(_Response(raw.status, raw.headers, raw.data), attempt)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -392,28 +326,6 @@ class DliClient:
 
     def _job_path(self, job: JobRef) -> str:
         return f"{self._prefix}/v1.0/{_q(job.project_id)}/jobs/{_q(job.job_id)}"
-
-
-class _Transient(Exception):
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        http_status: int | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = http_status
-        self.request_id = request_id
-        self.retry_after = retry_after
-
-    def failure(self, attempts: int) -> TransientFailure:
-        return TransientFailure(
-            self.code, self.message, attempts, self.http_status, self.request_id
-        )
 
 
 @dataclass(frozen=True)
@@ -446,7 +358,7 @@ def _classify(response: _Response, attempt: int) -> Answer:
     request_id = response.headers.get("X-Request-Id")
     status = response.status_code
     if status == 429 or status >= 500:
-        raise _Transient(
+        raise TransientFault(
             f"DLI_HTTP_{status}",
             _snippet(response),
             status,
@@ -456,7 +368,7 @@ def _classify(response: _Response, attempt: int) -> Answer:
     try:
         body = response.json()
     except ValueError:
-        raise _Transient(
+        raise TransientFault(
             f"DLI_HTTP_{status}", f"answer is not JSON: {_snippet(response)}", status, request_id
         ) from None
     return Answer(status, body, request_id, attempt)
@@ -487,12 +399,8 @@ def _cancelled(answer: Answer) -> CallOutcome:
     )
 
 
-def _is_terminal(kind: JobKind, state: str) -> bool:
-    if kind == "spark":
-        return state.lower() in SPARK_TERMINAL_STATES
-    if kind == "flink":
-        return state.lower() in FLINK_TERMINAL_STATES
-    return state.upper() in SQL_TERMINAL_STATES
+def _says_not_found(refused: DliRefused) -> bool:
+    return refused.dli_code in NOT_FOUND_CODES or refused.http_status == 404
 
 
 def _flag(value: Any) -> bool:

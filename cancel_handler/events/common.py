@@ -16,13 +16,12 @@ from typing import Any, Literal, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
+from cancel_handler.dli.types import JobKind
 
-JobKind = Literal["sql", "spark", "flink"]
 EventType = Literal["job-timeout", "budget-exceeded"]
 SourceFormat = Literal["event", "budget_notification", "incident"]
 
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
-JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 MAX_DEPTH = 32
 MAX_REASON_CHARS = 1000
 MAX_CONTEXT_CHARS = 200

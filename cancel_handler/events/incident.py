@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from cancel_handler.dli.types import JOB_KINDS, JobKind
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import common as c
 from cancel_handler.events.common import (
@@ -21,7 +22,6 @@ from cancel_handler.events.common import (
     EventType,
     Ignored,
     InvalidEvent,
-    JobKind,
 )
 
 VERSION = "1.2"
@@ -145,7 +145,7 @@ def _job_kind(labels: Labels) -> JobKind:
     if found is None:
         return "sql"
     path, value = found
-    for kind in c.JOB_KINDS:
+    for kind in JOB_KINDS:
         if value == kind:
             return kind
     raise InvalidEvent(path, f"{path} must be 'sql', 'spark' or 'flink', got {c.show(value)}")

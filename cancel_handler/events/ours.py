@@ -6,9 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from cancel_handler.dli.types import JOB_KINDS, JobKind
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import common as c
-from cancel_handler.events.common import CancelEvent, EventRules, EventType, InvalidEvent, JobKind
+from cancel_handler.events.common import CancelEvent, EventRules, EventType, InvalidEvent
 
 
 class OurEvent(BaseModel):
@@ -57,7 +58,7 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> Can
 
 def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
     raw_kind = payload.get("job_kind")
-    kind: JobKind = raw_kind if raw_kind in c.JOB_KINDS else "sql"
+    kind: JobKind = raw_kind if raw_kind in JOB_KINDS else "sql"
     many = payload.get("job_ids")
     candidates = [payload.get("job_id")]
     if isinstance(many, list) and len(many) <= rules.max_jobs_per_event:

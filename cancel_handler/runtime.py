@@ -1,0 +1,85 @@
+"""What an instance builds once and every delivery shares: the settings, the DLI client (its
+connection pool and credentials), the result sink, the fan-out sink, the event rules.
+
+``runtime()`` is the instance's one ``Runtime``, built on the first event. While the
+configuration is wrong it raises ``RetryLater`` naming every problem, and is built as soon as
+an event finds it fixed (a mounted secret may appear after the start).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import requests
+
+from cancel_handler.boot import register_secrets
+from cancel_handler.config import ConfigError, Settings, load_settings
+from cancel_handler.dli.auth import build_auth
+from cancel_handler.dli.client import DliClient, RetryPolicy, new_pool
+from cancel_handler.dli.types import Jobs
+from cancel_handler.errors import RetryLater
+from cancel_handler.events import EventRules
+from cancel_handler.results import PrintSink, Publisher, PubSubSink, Sink
+
+__all__ = ["Runtime", "build_runtime", "load_settings_or_raise", "runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: Jobs
+    sink: Sink  # results
+    rules: EventRules
+    fanout: Sink | None = None  # FANOUT_TOPIC, when set
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = build_runtime(load_settings_or_raise())
+    return _runtime
+
+
+def load_settings_or_raise() -> Settings:
+    """The settings, read again (a mounted secret may have appeared since the start);
+    ``RetryLater`` naming every problem while the configuration is wrong."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        raise RetryLater(str(error)) from None
+
+
+def build_runtime(settings: Settings, sink: Sink | None = None) -> Runtime:
+    """The runtime of ``settings``. ``sink`` replaces the result topic (the CLI prints, the
+    in-process demo keeps results in memory); without one, results go to RESULT_TOPIC, or
+    to stdout when none is set (local runs)."""
+    register_secrets(settings)
+    publisher = Publisher(settings.publish_timeout_s, settings.pubsub_emulator_host)
+    if sink is None:
+        sink = (
+            PubSubSink(settings.result_topic, publisher) if settings.result_topic else PrintSink()
+        )
+    fanout = PubSubSink(settings.fanout_topic, publisher) if settings.fanout_topic else None
+    return Runtime(
+        settings, _dli_client(settings), sink, EventRules.from_settings(settings), fanout
+    )
+
+
+def _dli_client(settings: Settings) -> DliClient:
+    session = requests.Session()  # IAM token requests only: a few per day
+    session.trust_env = False  # TLS verification stays on (certifi)
+    policy = RetryPolicy(
+        max_attempts=settings.dli_max_attempts,
+        timeout_s=settings.dli_timeout_s,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=settings.retry_max_delay_s,
+    )
+    pool = new_pool(max(16, settings.cancel_concurrency * 2))
+    return DliClient(settings.dli_endpoint, build_auth(settings, session), policy, pool)

@@ -1,0 +1,294 @@
+"""A local DLI (Data Lake Insight) simulator: a real HTTP server that speaks the documented DLI
+API closely enough that the official ``huaweicloudsdkdli`` client works against it.
+
+For tests, the demo and ``dli-cancel simulator``; never imported on the function's path.
+Standard library only: AK/SK signatures are checked by its own verifier (``signature.py``).
+
+Served (``{pid}`` must be 32 lower-case hex, else 400 ``DLI.0001``):
+
+- SQL: ``POST /v1.0/{pid}/jobs/submit-job``, ``GET /v1.0/{pid}/jobs/{id}/status``,
+  ``GET /v1.0/{pid}/jobs``, ``DELETE /v1.0/{pid}/jobs/{id}``
+- Spark: ``GET /v2.0/{pid}/batches``, ``GET /v2.0/{pid}/batches/{id}[/state]``,
+  ``DELETE /v2.0/{pid}/batches/{id}``
+- Flink: ``POST /v1.0/{pid}/streaming/jobs/stop``, ``GET /v1.0/{pid}/streaming/jobs[/{id}]``
+- IAM: ``POST /v3/auth/tokens`` (password method; project scope by id, or by name: the
+  simulated id of a project named N is ``md5(N)``)
+- Admin (no auth, not logged): ``/_sim/faults``, ``/_sim/jobs``, ``/_sim/requests``,
+  ``/_sim/config``, ``/_sim/tokens``, ``/_sim/tokens/revoke``
+
+Error answers (``{"error_code", "error_msg"}``, plus ``X-Request-Id`` on every answer):
+
+=================================================  ======  ==============
+case                                               status  error_code
+=================================================  ======  ==============
+bad parameter / body / project id                  400     DLI.0001
+unknown SQL job (status, cancel), unknown Flink    400     DLI.0002
+cancel of a SQL job / Spark batch already terminal 400     DLI.0007
+unknown Spark batch                                404     DLI.0023
+no credentials; token scoped to another project    401     DLI.0013
+AK/SK: unknown AK, bad signature, stale X-Sdk-Date,
+missing/unknown security token, X-Project-Id
+that differs from the path                         401     DLI.0014
+unknown, expired or revoked X-Auth-Token           401     DLI.0015
+injected 5xx fault                                 5xx     DLI.0999
+injected 429 fault                                 429     APIGW.0308
+path not served                                    404     APIGW.0101
+=================================================  ======  ==============
+
+Flink stop answers 200 with one ``{"is_success": "true"|"false", "message"}`` per id (unknown or
+already stopped ids are ``"false"``). IAM errors use IAM's own shape
+``{"error": {"code", "message", "title"}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import string
+import sys
+import threading
+from types import FrameType, TracebackType
+
+from dli_simulator.core import SimCore
+from dli_simulator.model import Fault, Headers, RequestRecord
+from dli_simulator.server import SimServer
+
+__all__ = ["Fault", "Headers", "RequestRecord", "Simulator", "main"]
+
+
+class Simulator:
+    """The DLI simulator; ``start()`` serves it on a background thread."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        credentials: dict[str, str] | None = None,
+        security_tokens: set[str] | None = None,
+        iam_users: dict[tuple[str, str], str] | None = None,
+        token_ttl_s: float = 86400.0,
+        clock_skew_s: float = 900.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._core = SimCore(
+            dict(credentials or {}),
+            set(security_tokens) if security_tokens is not None else None,
+            dict(iam_users or {}),
+            token_ttl_s,
+            clock_skew_s,
+        )
+        self._server: SimServer | None = None
+        self._thread: threading.Thread | None = None
+        self._base_url: str | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> str:
+        """Serve on a daemon thread; returns the base URL ``http://HOST:PORT``."""
+        if self._server is None:
+            self._server = SimServer((self.host, self.port), self._core)
+            self.port = self._server.server_address[1]
+            host = self.host if ":" not in self.host else f"[{self.host}]"
+            self._base_url = f"http://{host}:{self.port}"
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="dli-simulator",
+                daemon=True,
+            )
+            self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` once started (still the last one after ``stop``)."""
+        if self._base_url is None:
+            raise RuntimeError("the simulator is not started")
+        return self._base_url
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- jobs -----------------------------------------------------------------------------
+    def submit_sql_job(
+        self,
+        project_id: str,
+        *,
+        queue_name: str = "default",
+        status: str = "RUNNING",
+        sql: str = "SELECT 1",
+        job_type: str = "QUERY",
+    ) -> str:
+        return self._core.store.add_sql(project_id, queue_name, status, sql, job_type)
+
+    def add_sql_jobs(
+        self, project_id: str, count: int, *, queue_name: str, status: str = "RUNNING"
+    ) -> list[str]:
+        return [
+            self.submit_sql_job(project_id, queue_name=queue_name, status=status)
+            for _ in range(count)
+        ]
+
+    def add_spark_batch(
+        self, project_id: str, *, queue_name: str = "default", state: str = "running"
+    ) -> str:
+        return self._core.store.add_spark(project_id, queue_name, state)
+
+    def add_flink_job(
+        self, project_id: str, *, queue_name: str = "default", status: str = "job_running"
+    ) -> int:
+        return self._core.store.add_flink(project_id, queue_name, status)
+
+    def job_status(self, project_id: str, job_id: str) -> str | None:
+        """SQL status / Spark state / Flink status as stored; ``None`` for an unknown job."""
+        found = self._core.store.find(project_id, str(job_id))
+        return None if found is None else found[1]
+
+    def set_job_status(self, project_id: str, job_id: str, status: str) -> bool:
+        """Move a job to ``status`` (e.g. FINISHED); ``False`` for an unknown job."""
+        return self._core.store.set_status(project_id, str(job_id), status)
+
+    # ---- observation ----------------------------------------------------------------------
+    def requests(self) -> list[RequestRecord]:
+        return self._core.records()
+
+    def clear_requests(self) -> None:
+        self._core.clear_records()
+
+    def cancel_requests(self) -> list[RequestRecord]:
+        return self._core.records(cancel_only=True)
+
+    # ---- faults ---------------------------------------------------------------------------
+    def add_fault(self, fault: Fault) -> None:
+        self._core.add_fault(fault)
+
+    def clear_faults(self) -> None:
+        self._core.clear_faults()
+
+    def set_cancel_delay(self, seconds: float) -> None:
+        self._core.cancel_delay_s = seconds
+
+    def set_credentials(self, credentials: dict[str, str]) -> None:
+        """Replace the accepted AK/SK pairs (a rotated or deleted access key)."""
+        accepted = self._core.verifier.credentials
+        accepted.clear()
+        accepted.update(credentials)
+
+    # ---- tokens ---------------------------------------------------------------------------
+    def issued_tokens(self) -> list[str]:
+        return self._core.tokens.issued()
+
+    def revoke_token(self, token: str) -> None:
+        self._core.tokens.revoke(token)
+
+    def set_token_ttl(self, seconds: float) -> None:
+        """Lifetime of tokens issued from now on."""
+        self._core.tokens.ttl_s = seconds
+
+
+# ---- command line -------------------------------------------------------------------------
+def _random_key(length: int) -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _credentials() -> dict[str, str]:
+    ak = os.environ.get("HUAWEICLOUD_SDK_AK")
+    sk = os.environ.get("HUAWEICLOUD_SDK_SK")
+    if not ak or not sk:
+        ak, sk = _random_key(20), secrets.token_urlsafe(30)
+        print(f"HUAWEICLOUD_SDK_AK={ak}\nHUAWEICLOUD_SDK_SK={sk}", file=sys.stderr, flush=True)
+    return {ak: sk}
+
+
+def _iam_users() -> dict[tuple[str, str], str]:
+    names = ("IAM_DOMAIN", "IAM_USERNAME", "IAM_PASSWORD")
+    domain, user, password = (os.environ.get(name) for name in names)
+    if domain and user and password:
+        return {(domain, user): password}
+    return {}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dli_simulator", description="Run the DLI simulator."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--cancel-delay", type=float, default=0.0, help="seconds per cancel")
+    parser.add_argument("--fault-status", type=int)
+    parser.add_argument("--fault-count", type=int, default=1)
+    parser.add_argument("--fault-retry-after")
+    parser.add_argument("--fault-delay", type=float, default=0.0)
+    parser.add_argument("--fault-drop", action="store_true")
+    parser.add_argument("--fault-body")
+    parser.add_argument("--fault-path", help="only requests whose path contains this")
+    parser.add_argument("--fault-method")
+    return parser
+
+
+def _fault(args: argparse.Namespace) -> Fault | None:
+    fault = Fault(
+        count=args.fault_count,
+        status=args.fault_status,
+        retry_after=args.fault_retry_after,
+        delay_s=args.fault_delay,
+        drop=args.fault_drop,
+        body=args.fault_body,
+        path_contains=args.fault_path,
+        method=args.fault_method,
+    )
+    active = fault.drop or fault.delay_s > 0 or fault.answer_status() is not None
+    return fault if active else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; prints the base URL as the first line of stdout."""
+    args = _parser().parse_args(argv)
+    sim = Simulator(
+        host=args.host, port=args.port, credentials=_credentials(), iam_users=_iam_users()
+    )
+    if (fault := _fault(args)) is not None:
+        sim.add_fault(fault)
+    sim.set_cancel_delay(args.cancel_delay)
+    stopped = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        print(sim.start(), flush=True)
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
