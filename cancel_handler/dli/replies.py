@@ -19,7 +19,7 @@ reply. Error codes that come out of here are strings: DLI's own, or ours
 (``DLI_HTTP_<status>``, ``DLI_BAD_REPLY``).
 
 Decisions (SPEC 5.1):
-- ``not_found`` only when DLI says so with ``DLI.0002`` / ``DLI.0023`` (``Refused.not_found``),
+- ``not_found`` only when DLI says so with ``DLI.0002`` / ``DLI.0023`` (``Refusal.not_found``),
   or a state read confirms it (``JobState(None)``): never from a bare 404.
 - A top-level ``error_code`` that is ``null`` or ``""`` counts as absent; any other non-string is
   a bad reply. Codes found elsewhere (``errorCode``, one object deeper, on error statuses only)
@@ -35,11 +35,11 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from cancel_handler import logs
+from cancel_handler.dli.types import JobKind
 
-Kind = Literal["sql", "spark", "flink"]
 T = TypeVar("T")
 
 NOT_FOUND_CODES = frozenset({"DLI.0002", "DLI.0023"})
@@ -120,17 +120,22 @@ class Accepted:
 
 
 @dataclass(frozen=True)
-class Refused:
-    """DLI refused (a cancel, or a read). ``error_code``: DLI's, else ``DLI_HTTP_<status>``."""
+class Refusal:
+    """DLI refused (a cancel, or a read). ``dli_code``: DLI's own code, if it gave one."""
 
-    error_code: str
+    dli_code: str | None
     message: str
     http_status: int
 
     @property
+    def error_code(self) -> str:
+        """DLI's code, else ``DLI_HTTP_<status>``."""
+        return self.dli_code or f"DLI_HTTP_{self.http_status}"
+
+    @property
     def not_found(self) -> bool:
         """DLI says, with its own code, that there is no such job."""
-        return self.error_code in NOT_FOUND_CODES
+        return self.dli_code in NOT_FOUND_CODES
 
     @property
     def needs_state_read(self) -> bool:
@@ -240,14 +245,14 @@ def _config_fault(
 # -- readers, one per operation ------------------------------------------------------------------
 
 
-def read_cancel(kind: Kind) -> Callable[[Answer], Accepted | Refused]:
+def read_cancel(kind: JobKind) -> Callable[[Answer], Accepted | Refusal]:
     """The reader of a cancel's answer (SQL DELETE, Spark DELETE, Flink stop)."""
 
-    def read(answer: Answer) -> Accepted | Refused:
+    def read(answer: Answer) -> Accepted | Refusal:
         if kind == "flink":
             answer = _flink_stop_entry(answer)
         if not answer.ok:
-            return refused(answer)
+            return refusal(answer)
         body = _object(answer.body, "the cancel answer")
         if kind == "spark":
             msg = body.get("msg")
@@ -255,7 +260,7 @@ def read_cancel(kind: Kind) -> Callable[[Answer], Accepted | Refused]:
                 raise BadReply("a Spark cancel answered 2xx without a string msg")
             if msg == "deleted":
                 return Accepted("")
-            return refused(answer, msg)
+            return refusal(answer, msg)
         if answer.is_success is None:
             raise BadReply("the cancel answered 2xx without is_success")
         return Accepted(text(body.get("message")))
@@ -263,14 +268,14 @@ def read_cancel(kind: Kind) -> Callable[[Answer], Accepted | Refused]:
     return read
 
 
-def read_state(kind: Kind) -> Callable[[Answer], JobState | Refused]:
+def read_state(kind: JobKind) -> Callable[[Answer], JobState | Refusal]:
     """The reader of a state read (SQL status, Spark state, Flink job detail)."""
     key = "state" if kind == "spark" else "status"
 
-    def read(answer: Answer) -> JobState | Refused:
+    def read(answer: Answer) -> JobState | Refusal:
         if not answer.ok:
-            refusal = refused(answer)
-            return JobState(None) if refusal.not_found else refusal
+            refused = refusal(answer)
+            return JobState(None) if refused.not_found else refused
         holder = _object(answer.body, "the state answer")
         if kind == "flink" and "job_detail" in holder:
             holder = _object(holder["job_detail"], "job_detail")
@@ -282,7 +287,7 @@ def read_state(kind: Kind) -> Callable[[Answer], JobState | Refused]:
     return read
 
 
-_LISTS: dict[Kind, tuple[str | None, str, str, str, tuple[str, ...]]] = {
+_LISTS: dict[JobKind, tuple[str | None, str, str, str, tuple[str, ...]]] = {
     # container key, jobs key, id key, state key, queue keys
     "sql": (None, "jobs", "job_id", "status", ("queue_name",)),
     "spark": (None, "sessions", "id", "state", ("queue", "cluster_name")),
@@ -291,13 +296,13 @@ _LISTS: dict[Kind, tuple[str | None, str, str, str, tuple[str, ...]]] = {
 TOTAL_KEYS = ("job_count", "total", "total_count")
 
 
-def read_page(kind: Kind) -> Callable[[Answer], Page | Refused]:
+def read_page(kind: JobKind) -> Callable[[Answer], Page | Refusal]:
     """The reader of one listing page (SQL jobs, Spark batches, Flink jobs)."""
     container_key, jobs_key, id_key, state_key, queue_keys = _LISTS[kind]
 
-    def read(answer: Answer) -> Page | Refused:
+    def read(answer: Answer) -> Page | Refusal:
         if not answer.ok:
-            return refused(answer)
+            return refusal(answer)
         container = _object(answer.body, "the listing")
         if container_key is not None:
             inner = container.get(container_key)
@@ -355,9 +360,9 @@ def _flink_stop_entry(answer: Answer) -> Answer:
     return Answer(answer.status, entry, answer.request_id, code, message, flag)
 
 
-def refused(answer: Answer, message: str | None = None) -> Refused:
+def refusal(answer: Answer, message: str | None = None) -> Refusal:
     text_ = answer.error_message or message or text(_get(answer.body, "message"))
-    return Refused(answer.error_code or f"DLI_HTTP_{answer.status}", text_, answer.status)
+    return Refusal(answer.error_code, text_, answer.status)
 
 
 # -- the pieces ----------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ from cancel_handler.dli.replies import (
     Answer,
     ConfigFault,
     JobState,
-    Kind,
     Page,
-    Refused,
+    Refusal,
     Reply,
     Transient,
     classify,
@@ -34,9 +33,10 @@ from cancel_handler.dli.replies import (
     read_state,
     retry_after_s,
 )
+from cancel_handler.dli.types import JobKind
 
 NOW = 1_800_000_000.0
-KINDS: tuple[Kind, ...] = ("sql", "spark", "flink")
+KINDS: tuple[JobKind, ...] = ("sql", "spark", "flink")
 
 # -- strategies ----------------------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ def check_classified(result: Any, reply: Reply) -> None:
     assert request_id is None or isinstance(request_id, str)
 
 
-def check_refused(refused: Refused, reply: Reply) -> None:
+def check_refused(refused: Refusal, reply: Reply) -> None:
     check_code(refused.error_code)
     assert isinstance(refused.message, str)
     assert refused.http_status == reply.status
@@ -209,28 +209,28 @@ def test_every_reply_is_classified(reply: Reply) -> None:
 
 
 @given(st.sampled_from(KINDS), replies)
-def test_every_cancel_reply_maps_to_an_answer_or_a_fault(kind: Kind, reply: Reply) -> None:
+def test_every_cancel_reply_maps_to_an_answer_or_a_fault(kind: JobKind, reply: Reply) -> None:
     result = interpret(reply, read_cancel(kind), NOW)
-    assert isinstance(result, Accepted | Refused | Transient | ConfigFault), result
+    assert isinstance(result, Accepted | Refusal | Transient | ConfigFault), result
     if isinstance(result, Accepted):
         assert 200 <= reply.status < 300
         assert isinstance(result.message, str)
-    elif isinstance(result, Refused):
+    elif isinstance(result, Refusal):
         check_refused(result, reply)
     else:
         check_classified(result, reply)
 
 
 @given(st.sampled_from(KINDS), replies)
-def test_every_state_reply_maps_to_a_state_or_a_fault(kind: Kind, reply: Reply) -> None:
+def test_every_state_reply_maps_to_a_state_or_a_fault(kind: JobKind, reply: Reply) -> None:
     result = interpret(reply, read_state(kind), NOW)
-    assert isinstance(result, JobState | Refused | Transient | ConfigFault), result
+    assert isinstance(result, JobState | Refusal | Transient | ConfigFault), result
     if isinstance(result, JobState):
         if result.state is None:  # not found: only DLI's own code says so
             assert codes_in(reply) & NOT_FOUND_CODES
         else:
             assert isinstance(result.state, str) and result.state
-    elif isinstance(result, Refused):
+    elif isinstance(result, Refusal):
         check_refused(result, reply)
         assert not result.not_found
     else:
@@ -238,9 +238,9 @@ def test_every_state_reply_maps_to_a_state_or_a_fault(kind: Kind, reply: Reply) 
 
 
 @given(st.sampled_from(KINDS), replies)
-def test_every_listing_reply_maps_to_a_page_or_a_fault(kind: Kind, reply: Reply) -> None:
+def test_every_listing_reply_maps_to_a_page_or_a_fault(kind: JobKind, reply: Reply) -> None:
     result = interpret(reply, read_page(kind), NOW)
-    assert isinstance(result, Page | Refused | Transient | ConfigFault), result
+    assert isinstance(result, Page | Refusal | Transient | ConfigFault), result
     if isinstance(result, Page):
         assert 200 <= reply.status < 300
         assert result.total is None or (isinstance(result.total, int) and result.total >= 0)
@@ -248,7 +248,7 @@ def test_every_listing_reply_maps_to_a_page_or_a_fault(kind: Kind, reply: Reply)
             assert isinstance(job.job_id, str) and job.job_id
             assert isinstance(job.state, str)
             assert job.queue_name is None or isinstance(job.queue_name, str)
-    elif isinstance(result, Refused):
+    elif isinstance(result, Refusal):
         check_refused(result, reply)
     else:
         check_classified(result, reply)
@@ -294,7 +294,7 @@ def test_a_404_without_a_dli_code_is_a_configuration_fault(hdrs: dict[str, str],
 
 @given(st.sampled_from(KINDS), readable_statuses, headers, dli_shaped, any_json)
 def test_an_error_code_of_another_type_than_string_is_a_bad_reply(
-    kind: Kind, status: int, hdrs: dict[str, str], body: dict[str, Any], code: Any
+    kind: JobKind, status: int, hdrs: dict[str, str], body: dict[str, Any], code: Any
 ) -> None:
     assume(code is not None and not isinstance(code, str))
     reply = Reply(status, hdrs, json.dumps({**body, "error_code": code}).encode())
@@ -305,7 +305,7 @@ def test_an_error_code_of_another_type_than_string_is_a_bad_reply(
 
 @given(st.sampled_from(KINDS), readable_statuses, headers, dli_shaped, any_json)
 def test_an_is_success_of_an_unexpected_type_is_a_bad_reply(
-    kind: Kind, status: int, hdrs: dict[str, str], body: dict[str, Any], flag: Any
+    kind: JobKind, status: int, hdrs: dict[str, str], body: dict[str, Any], flag: Any
 ) -> None:
     assume(not isinstance(flag, bool))
     assume(not (isinstance(flag, str) and flag.lower() in ("true", "false")))
@@ -318,7 +318,7 @@ def test_an_is_success_of_an_unexpected_type_is_a_bad_reply(
 
 @given(st.sampled_from(KINDS), readable_statuses, headers, st.binary(max_size=100))
 def test_a_body_that_is_not_json_is_a_bad_reply(
-    kind: Kind, status: int, hdrs: dict[str, str], body: bytes
+    kind: JobKind, status: int, hdrs: dict[str, str], body: bytes
 ) -> None:
     try:
         json.loads(body)
@@ -336,10 +336,10 @@ def test_nesting_too_deep_is_a_bad_reply(status: int, depth: int, opener: bytes)
 
 
 @given(st.sampled_from(KINDS), replies)
-def test_not_found_only_with_dlis_own_code(kind: Kind, reply: Reply) -> None:
+def test_not_found_only_with_dlis_own_code(kind: JobKind, reply: Reply) -> None:
     for read in (read_cancel(kind), read_state(kind)):
         result = interpret(reply, read, NOW)
-        said_not_found = (isinstance(result, Refused) and result.not_found) or (
+        said_not_found = (isinstance(result, Refusal) and result.not_found) or (
             isinstance(result, JobState) and result.state is None
         )
         if said_not_found:

@@ -13,10 +13,9 @@ from cancel_handler.dli.replies import (
     Answer,
     ConfigFault,
     JobState,
-    Kind,
     ListedJob,
     Page,
-    Refused,
+    Refusal,
     Reply,
     Transient,
     classify,
@@ -27,6 +26,7 @@ from cancel_handler.dli.replies import (
     read_state,
     retry_after_s,
 )
+from cancel_handler.dli.types import JobKind
 
 NOW = 1_800_000_000.0
 
@@ -106,7 +106,7 @@ def test_replies_that_cannot_be_interpreted_are_bad_replies(
         ("flink", {"job_ids": [1]}),
     ],
 )
-def test_a_cancel_answer_of_an_unexpected_shape_is_a_bad_reply(kind: Kind, body: Any) -> None:
+def test_a_cancel_answer_of_an_unexpected_shape_is_a_bad_reply(kind: JobKind, body: Any) -> None:
     result = interpret(reply(200, body), read_cancel(kind), NOW)
     assert isinstance(result, Transient) and result.error_code == BAD_REPLY
 
@@ -160,43 +160,43 @@ def test_a_redirect_is_a_configuration_fault() -> None:
         ("flink", [{"is_success": True}]),
     ],
 )
-def test_accepted_cancels(kind: Kind, body: Any) -> None:
+def test_accepted_cancels(kind: JobKind, body: Any) -> None:
     assert isinstance(interpret(reply(200, body), read_cancel(kind), NOW), Accepted)
 
 
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (404, error("DLI.0023", "no batch"), Refused("DLI.0023", "no batch", 404)),
-        (400, error("DLI.0002", "no job"), Refused("DLI.0002", "no job", 400)),
-        (400, error("DLI.0007", "finished"), Refused("DLI.0007", "finished", 400)),
-        (400, {"is_success": False, "message": "nope"}, Refused("DLI_HTTP_400", "nope", 400)),
-        (200, {"is_success": False, "message": "nope"}, Refused("DLI_HTTP_200", "nope", 200)),
-        (403, {"error": error("DLI.0003", "denied")}, Refused("DLI.0003", "denied", 403)),
-        (400, error(None, "no code"), Refused("DLI_HTTP_400", "no code", 400)),
+        (404, error("DLI.0023", "no batch"), Refusal("DLI.0023", "no batch", 404)),
+        (400, error("DLI.0002", "no job"), Refusal("DLI.0002", "no job", 400)),
+        (400, error("DLI.0007", "finished"), Refusal("DLI.0007", "finished", 400)),
+        (400, {"is_success": False, "message": "nope"}, Refusal(None, "nope", 400)),
+        (200, {"is_success": False, "message": "nope"}, Refusal(None, "nope", 200)),
+        (403, {"error": error("DLI.0003", "denied")}, Refusal("DLI.0003", "denied", 403)),
+        (400, error(None, "no code"), Refusal(None, "no code", 400)),
     ],
 )
-def test_refused_cancels_keep_dlis_code(status: int, body: Any, expected: Refused) -> None:
+def test_refused_cancels_keep_dlis_code(status: int, body: Any, expected: Refusal) -> None:
     assert interpret(reply(status, body), read_cancel("sql"), NOW) == expected
 
 
 def test_not_found_only_with_dlis_own_codes() -> None:
-    assert Refused("DLI.0002", "", 400).not_found
-    assert Refused("DLI.0023", "", 404).not_found
-    assert not Refused("DLI_HTTP_404", "", 404).not_found
-    assert not Refused("DLI.0007", "", 400).not_found
+    assert Refusal("DLI.0002", "", 400).not_found
+    assert Refusal("DLI.0023", "", 404).not_found
+    assert not Refusal(None, "", 404).not_found
+    assert not Refusal("DLI.0007", "", 400).not_found
 
 
 def test_a_403_needs_no_state_read_a_400_does() -> None:
-    assert not Refused("DLI.0003", "", 403).needs_state_read
-    assert Refused("DLI.0007", "", 400).needs_state_read
-    assert not Refused("DLI.0002", "", 400).needs_state_read  # already known: not found
+    assert not Refusal("DLI.0003", "", 403).needs_state_read
+    assert Refusal("DLI.0007", "", 400).needs_state_read
+    assert not Refusal("DLI.0002", "", 400).needs_state_read  # already known: not found
 
 
 def test_a_flink_stop_result_of_false_is_refused_with_its_message() -> None:
     body = [{"is_success": "false", "message": "Job 7 cannot be stopped"}]
     result = interpret(reply(200, body), read_cancel("flink"), NOW)
-    assert result == Refused("DLI_HTTP_200", "Job 7 cannot be stopped", 200)
+    assert result == Refusal(None, "Job 7 cannot be stopped", 200)
 
 
 def test_a_numeric_error_code_never_reaches_a_result() -> None:
@@ -217,7 +217,7 @@ def test_a_numeric_error_code_never_reaches_a_result() -> None:
         ("flink", {"is_success": "true", "job_detail": {"status": "job_running"}}, "job_running"),
     ],
 )
-def test_state_reads(kind: Kind, body: Any, state: str) -> None:
+def test_state_reads(kind: JobKind, body: Any, state: str) -> None:
     assert interpret(reply(200, body), read_state(kind), NOW) == JobState(state)
 
 
@@ -227,7 +227,7 @@ def test_a_state_read_confirms_not_found_only_with_dlis_code() -> None:
     gateway = interpret(reply(404, error("APIG.0101")), read_state("sql"), NOW)
     assert isinstance(gateway, ConfigFault)
     refused = interpret(reply(400, error("DLI.0001", "bad id")), read_state("sql"), NOW)
-    assert refused == Refused("DLI.0001", "bad id", 400)
+    assert refused == Refusal("DLI.0001", "bad id", 400)
 
 
 @pytest.mark.parametrize("body", [{"is_success": True}, {"status": 3}, {"status": ""}, []])
