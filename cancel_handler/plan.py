@@ -6,10 +6,11 @@ budget notification's job that is already over, ``rejected`` for a queue DLI ref
 (the rest of the event goes ahead).
 
 When DLI cannot be used for the listing (``DliUnavailable``: transient faults outlasted the
-retries, credentials unreadable) the plan says so in ``unavailable``, with nothing to cancel
-and a ``failed`` verdict for every queue and job the event names. Whether those verdicts are
-published (an old event) or the event comes again (a young one, or missing credentials) is the
-handler's decision, not the plan's.
+retries, a configuration fault such as refused credentials or a wrong endpoint, credentials
+unreadable) the plan says so in ``unavailable``, with nothing to cancel and a ``failed`` verdict
+for every queue and job the event names. Whether those verdicts are published (an old event)
+or the event comes again (a young one, or missing credentials) is the handler's decision, not
+the plan's.
 
 Cloud Billing sends the same budget notification several times a day. Its queue targets are
 idempotent by nature (a cancelled job is no longer listed as active), but its explicit
@@ -109,7 +110,9 @@ def _listing_refused(queue: str, refused: Refused) -> Verdict:
 def _unavailable(event: CancelEvent, project: str, failure: DliUnavailable) -> Plan:
     """Nothing was cancelled: every queue and every explicit job of the event gets a
     ``failed`` verdict, for the handler to publish if the event is not to come again."""
-    message = f"listing queues {', '.join(event.queue_names)}: {failure.message}"
+    message = failure.message
+    if event.queue_names:
+        message = f"listing queues {', '.join(event.queue_names)}: {message}"
     code = failure.error_code
     verdicts = [Verdict(Outcome.FAILED, code, message, queue_name=q) for q in event.queue_names]
     verdicts += [
