@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
+
+# Property-based tests: a moderate number of examples by default (every `make test` and CI run),
+# many more with HYPOTHESIS_PROFILE=deep. No deadline: a loaded 2-core CI must not flake.
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile("deep", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
 UNIT = Path(__file__).resolve().parent / "unit"

@@ -1,6 +1,8 @@
 """Property-based tests: any status, headers and body DLI (or anything in front of it) may send
 goes through the classification without raising, and comes out as an answer, a transient fault
-or a configuration fault, with string error codes (SPEC 5.1).
+or a configuration fault, with string error codes (SPEC 5.1). Then the same replies through the
+DLI client (a scripted pool) and the whole handler: an outcome or a ``DliUnavailable``, never
+anything else, and an old event always ends acknowledged with one result per job.
 
 The number of examples comes from the active Hypothesis profile (``HYPOTHESIS_PROFILE=deep``
 for many more)."""
@@ -11,9 +13,16 @@ import json
 import math
 from typing import Any
 
+import pytest
+import urllib3
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from cancel_handler import handler
+from cancel_handler.config import Secret
+from cancel_handler.dli.auth import AkSkAuth, EnvCredentials
+from cancel_handler.dli.client import DliClient, RetryPolicy
+from cancel_handler.dli.errors import DliRefused, DliUnavailable
 from cancel_handler.dli.replies import (
     BAD_REPLY,
     MAX_REPLY_DEPTH,
@@ -33,9 +42,14 @@ from cancel_handler.dli.replies import (
     read_state,
     retry_after_s,
 )
-from cancel_handler.dli.types import JobKind
+from cancel_handler.dli.types import CallOutcome, JobKind, JobRef
+from cancel_handler.errors import RetryLater
+from cancel_handler.runtime import Runtime
+from tests.unit.fakes import Unit, delivery, job_id
 
 NOW = 1_800_000_000.0
+PID = "0123456789abcdef0123456789abcdef"
+OLD_S = 2 * 3600.0
 KINDS: tuple[JobKind, ...] = ("sql", "spark", "flink")
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -344,3 +358,138 @@ def test_not_found_only_with_dlis_own_code(kind: JobKind, reply: Reply) -> None:
         )
         if said_not_found:
             assert codes_in(reply) & NOT_FOUND_CODES
+
+
+# -- through the client and the handler ------------------------------------------------------
+
+
+class ScriptedPool:
+    """Stands in for ``urllib3.PoolManager``: answers every request with the next reply of a
+    script (the last one repeats)."""
+
+    def __init__(self, script: list[Reply]) -> None:
+        self.script = list(script)
+        self.sent = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        self.sent += 1
+        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        return _Received(reply.status, urllib3.HTTPHeaderDict(dict(reply.headers)), reply.body)
+
+
+class _Received:
+    def __init__(self, status: int, headers: urllib3.HTTPHeaderDict, data: bytes) -> None:
+        self.status, self.headers, self.data = status, headers, data
+
+
+def scripted_client(script: list[Reply]) -> DliClient:
+    auth = AkSkAuth(EnvCredentials(Secret("UNITACCESSKEY"), Secret("unit-secret-key"), None))
+    policy = RetryPolicy(max_attempts=2, timeout_s=1.0, base_delay_s=0.0, max_delay_s=0.0)
+    pool: Any = ScriptedPool(script)
+    return DliClient("https://dli.example.invalid", auth, policy, pool, sleep=lambda s: None)
+
+
+def a_job_of(kind: JobKind) -> str:
+    return "1234" if kind == "flink" else job_id()
+
+
+scripts = st.lists(replies, min_size=1, max_size=5)
+
+
+@given(st.sampled_from(KINDS), scripts)
+def test_the_client_answers_any_replies_with_an_outcome_or_dli_unavailable(
+    kind: JobKind, script: list[Reply]
+) -> None:
+    client = scripted_client(script)
+    try:
+        outcome = client.cancel(JobRef(PID, a_job_of(kind), kind))
+    except DliUnavailable as failure:
+        check_code(failure.error_code)
+        assert isinstance(failure.message, str)
+        return
+    assert isinstance(outcome, CallOutcome)
+    assert outcome.outcome in ("cancelled", "already_finished", "not_found", "rejected")
+    assert outcome.error_code is None or isinstance(outcome.error_code, str)
+    assert isinstance(outcome.message, str)
+    if outcome.outcome == "not_found":
+        assert any(codes_in(reply) & NOT_FOUND_CODES for reply in script)
+
+
+@given(scripts)
+def test_the_listing_answers_any_replies_with_job_ids_or_a_documented_exception(
+    script: list[Reply],
+) -> None:
+    client = scripted_client(script)
+    try:
+        found = client.list_active_sql_jobs(PID, "etl")
+    except (DliRefused, DliUnavailable) as failure:
+        check_code(failure.error_code)
+        return
+    assert all(isinstance(job, str) and job for job in found)
+
+
+def run_event(body: dict[str, Any], script: list[Reply], age_s: float | None) -> Unit:
+    unit = Unit()
+    unit.runtime = Runtime(
+        settings=unit.settings,
+        client=scripted_client(script),
+        sink=unit.sink,
+        rules=unit.runtime.rules,
+    )
+    handler.process(delivery(body, "budget-exceeded", age_s=age_s), unit.runtime)
+    return unit
+
+
+def budget_event(kind: JobKind, queue: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_type": "budget-exceeded",
+        "job_ids": [a_job_of(kind)],
+        "job_kind": kind,
+    }
+    if queue:
+        body["queue_names"] = ["etl"]
+    return body
+
+
+@given(st.sampled_from(KINDS), st.booleans(), scripts)
+def test_an_old_event_ends_acknowledged_whatever_dli_replies(
+    kind: JobKind, queue: bool, script: list[Reply]
+) -> None:
+    """No reply may turn an event into a message that is delivered again forever: once the
+    event is older than MAX_EVENT_AGE_S it is acknowledged, each job with one result."""
+    body = budget_event(kind, queue)
+    unit = run_event(body, script, OLD_S)  # returns: acknowledged
+    explicit = body["job_ids"][0]
+    subjects = [r["job_id"] or r["queue_name"] for r in unit.published]
+    assert explicit in subjects and len(subjects) == len(set(subjects))
+    for message in unit.sink.messages:
+        assert all(isinstance(v, str) for v in message.attributes.values())
+    for result in unit.published:
+        assert result["error_code"] is None or isinstance(result["error_code"], str)
+
+
+@given(st.sampled_from(KINDS), st.booleans(), scripts)
+def test_a_young_event_is_acknowledged_or_comes_again_whatever_dli_replies(
+    kind: JobKind, queue: bool, script: list[Reply]
+) -> None:
+    body = budget_event(kind, queue)
+    try:
+        unit = run_event(body, script, None)
+    except RetryLater:
+        return
+    assert body["job_ids"][0] in {r["job_id"] for r in unit.published}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"is_success": false, "error_code": 12}',
+        b'{"is_success": false, "error_code": {"a": 1}}',
+        b"[" * 100_000,
+    ],
+    ids=["numeric-code", "object-code", "deep"],
+)
+def test_a_reply_that_once_crashed_the_event_now_fails_it_when_old(body: bytes) -> None:
+    unit = run_event(budget_event("sql", False), [Reply(200, {}, body)], OLD_S)
+    [result] = unit.published
+    assert (result["outcome"], result["error_code"]) == ("failed", "DLI_BAD_REPLY")
