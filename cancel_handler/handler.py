@@ -211,8 +211,9 @@ def _retry_unavailable(
         error=first_fault.message,
         jobs_to_retry=len(unavailable),
     )
-    kind = "a configuration fault" if misconfigured else "transient faults"
-    raise RetryLater(f"{len(unavailable)} job(s) hit {kind}: {first_fault}")
+    if misconfigured:
+        raise RetryLater(f"{len(unavailable)} job(s) hit a {first_fault}")
+    raise RetryLater(f"{len(unavailable)} job(s) hit transient faults: {first_fault}")
 
 
 def _retry_reason(failure: DliUnavailable, transient: str) -> tuple[Callable[..., None], str]:

@@ -156,6 +156,3 @@ class AuthRefused(Misconfigured):
     def __init__(self, http_status: int, error_code: str, message: str) -> None:
         super().__init__(error_code, message, 0, http_status)
         self.args = (http_status, error_code, message)
-
-    def __str__(self) -> str:
-        return f"IAM refused the token request: HTTP {self.http_status} {self.error_code}"

@@ -235,9 +235,9 @@ def _config_fault(
     status: int, code: str | None, message: str, request_id: str | None
 ) -> ConfigFault:
     if status == 401:
-        what = "DLI refused the credentials (HTTP 401)"
+        what = "DLI refused the credentials"
     else:
-        what = f"DLI_ENDPOINT or the project has no such API (HTTP {status}, not a DLI code)"
+        what = "no such API where DLI_ENDPOINT points (not a DLI code: check the endpoint, region)"
     text = f"{what}: {message}" if message else what
     return ConfigFault(code or f"DLI_HTTP_{status}", text, status, request_id)
 
