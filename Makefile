@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit lint bench clean lock
+.PHONY: demo test test-unit lint bench clean lock fuzz
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -33,6 +33,11 @@ test: $(VENV)/.installed
 # In process only (no gcloud, Java or server subprocesses): the fast tier.
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+# The property-based tests with many more examples than `make test` runs (Hypothesis profile
+# "deep", registered in tests/conftest.py), without the per-test timeout.
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 $(wildcard tests/unit/test_fuzz_*.py)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
