@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from cancel_handler.config import Settings
 from cancel_handler.dli.concurrency import each
-from cancel_handler.dli.errors import DliUnavailable, Refused, TransientFailure
+from cancel_handler.dli.errors import DliUnavailable, Misconfigured, Refused, TransientFailure
 from cancel_handler.dli.types import JobRef, Jobs, is_terminal
 from cancel_handler.events import CancelEvent
 from cancel_handler.outcomes import Outcome, Verdict
@@ -113,10 +113,13 @@ def _unavailable(event: CancelEvent, project: str, failure: DliUnavailable) -> P
     message = failure.message
     if event.queue_names:
         message = f"listing queues {', '.join(event.queue_names)}: {message}"
-    code = failure.error_code
-    verdicts = [Verdict(Outcome.FAILED, code, message, queue_name=q) for q in event.queue_names]
+    code, status = failure.error_code, failure.http_status
+    verdicts = [
+        Verdict(Outcome.FAILED, code, message, queue_name=q, http_status=status)
+        for q in event.queue_names
+    ]
     verdicts += [
-        Verdict(Outcome.FAILED, code, message, job_id=j, job_kind=event.job_kind)
+        Verdict(Outcome.FAILED, code, message, j, job_kind=event.job_kind, http_status=status)
         for j in event.job_ids
     ]
     return Plan(project_id=project, verdicts=verdicts, unavailable=failure)
@@ -125,15 +128,15 @@ def _unavailable(event: CancelEvent, project: str, failure: DliUnavailable) -> P
 def _skip_finished(plan: Plan, client: Jobs, concurrency: int) -> None:
     """Turn the explicit jobs that are already over into ``already_finished`` verdicts.
 
-    A state that cannot be read (unknown job, refusal, DLI unreachable) leaves the job a
-    target: the cancel call then reports it as it would have without this check. Unreadable
-    credentials raise ``CredentialsUnavailable``: the event comes again."""
+    A state that cannot be read (unknown job, refusal, DLI unreachable, a configuration fault)
+    leaves the job a target: the cancel call then reports it as it would have without this
+    check. Unreadable credentials raise ``CredentialsUnavailable``: the event comes again."""
     explicit = [t for t in plan.targets if t.job_id not in plan.queue_of]
 
     def state_of(job: JobRef) -> str | None:
         try:
             return client.job_state(job)
-        except (Refused, TransientFailure):
+        except (Refused, TransientFailure, Misconfigured):
             return None
 
     states = dict(each(explicit, state_of, concurrency, "state"))

@@ -349,7 +349,9 @@ def test_a_configuration_fault_while_listing_is_no_rejected_queue(age_s: float |
         handler.process(event, unit.runtime)
         outcomes = {(r["job_id"] or r["queue_name"]): r["outcome"] for r in unit.published}
         assert outcomes == {explicit: "failed", "etl": "failed"}
-        assert {r["error_code"] for r in unit.published} == {"IAM_HTTP_401"}
+        assert {(r["error_code"], r["http_status"]) for r in unit.published} == {
+            ("IAM_HTTP_401", 401)
+        }
     assert unit.dli.called("cancel") == []
 
 
@@ -535,3 +537,23 @@ def test_more_listed_jobs_than_the_limit_is_invalid_and_nothing_is_cancelled() -
     assert result["outcome"] == "invalid_event"
     assert "MAX_JOBS_PER_EVENT=2" in result["message"]
     assert unit.dli.called("cancel") == []
+
+
+def test_a_configuration_fault_reading_a_notifications_job_leaves_the_cancel_to_report_it() -> None:
+    job = job_id()
+    unit = Unit({"BUDGET_TARGETS": json.dumps({"b-gateway": {"job_ids": [job]}})})
+    unit.dli.states[job] = misconfigured("APIG.0101", 404)
+    unit.dli.cancels[job] = misconfigured("APIG.0101", 404)
+    notification = {"costAmount": 1043.2, "budgetAmount": 1000.0, "currencyCode": "EUR"}
+    attributes = {"budgetId": "b-gateway", "billingAccountId": "acct", "schemaVersion": "1.0"}
+    event = delivery(notification, "budget-exceeded", attributes=attributes, age_s=OLD_S)
+
+    handler.process(event, unit.runtime)
+
+    [result] = unit.published
+    assert (result["outcome"], result["error_code"], result["http_status"]) == (
+        "failed",
+        "APIG.0101",
+        404,
+    )
+    assert unit.dli.called("cancel") == [job]
