@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit lint bench clean lock fuzz
+.PHONY: demo test test-unit lint bench fuzz clean lock browser
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -27,22 +27,35 @@ demo: $(VENV)/.installed
 	$(BIN)/dli-cancel demo
 
 # All three tiers: tests/unit, tests/e2e (real servers), tests/deploy.
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # In process only (no gcloud, Java or server subprocesses): the fast tier.
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-# The property-based tests with many more examples than `make test` runs (Hypothesis profile
-# "deep", registered in tests/conftest.py), without the per-test timeout.
-fuzz: $(VENV)/.installed
-	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 $(wildcard tests/unit/test_fuzz_*.py)
+# Headless Chromium and chromedriver from Debian's packages, for the e2e tier's browser test of
+# the approval page (tests marked `browser`: skipped without them, failed under CI=true).
+# .ci/run calls it; installing needs root (or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver present"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The property-based tests (tests/unit/test_fuzz_*.py) with many more examples than `make test`
+# runs: the hypothesis profile "deep" (tests/conftest.py); no per-test time limit.
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 \
+		$(wildcard tests/unit/test_fuzz_*.py) $(PYTEST_ARGS)
 
 # Bytecode is compiled first, as the Cloud Run build does: this machine sets
 # PYTHONDONTWRITEBYTECODE, so without it every cold start would measure compilation.

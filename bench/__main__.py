@@ -22,6 +22,7 @@ import requests
 from bench.fanout import bench_fanout
 from bench.report import Row, print_table
 from bench.stack import AK, APPS, MAIN, PROJECT_ID, RESULT_TOPIC, SK, Stack, probe, server
+from bench.sweep import bench_sweep
 from devstack.stack import gcloud_available
 
 
@@ -352,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200, help="events for warm figures")
     parser.add_argument(
         "--only",
-        default="signer,cold,warm,bulk,memory,fanout",
-        help="comma list of: signer, cold, warm, bulk, memory, fanout",
+        default="signer,cold,warm,bulk,memory,fanout,sweep",
+        help="comma list of: signer, cold, warm, bulk, memory, fanout, sweep",
     )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_memory(stack)
         if "fanout" in only:
             rows.append(bench_fanout(stack))
+        if "sweep" in only:
+            rows.append(bench_sweep(stack))
     finally:
         stack.close()
     print()

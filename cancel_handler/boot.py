@@ -37,6 +37,7 @@ def startup() -> None:
         event_budget_s=settings.event_budget_s,
         max_event_age_s=settings.max_event_age_s,
         dry_run=settings.dry_run,
+        budget_action=settings.budget_action,
         log_level=settings.log_level,
     )
 

@@ -1,4 +1,4 @@
-"""``dli-cancel``: demo, serve, cancel, send, simulator (SPEC section 6)."""
+"""``dli-cancel``: demo, serve, cancel, send, sweep, approve, simulator (SPEC section 6)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulator_main(rest + _simulator_args(args))
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    command: Any = {"demo": _demo, "serve": _serve, "cancel": _cancel, "send": _send}[args.command]
+    commands = {
+        "demo": _demo,
+        "serve": _serve,
+        "cancel": _cancel,
+        "send": _send,
+        "sweep": _sweep,
+        "approve": _approve,
+    }
+    command: Any = commands[args.command]
     result: int = command(args)
     return result
 
@@ -52,6 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--reason")
     send.add_argument("--dry-run", action="store_true")
     send.add_argument("--topic", help="topic name or path (default: the event type)")
+    from cancel_handler import cli_sweep
+
+    cli_sweep.add_parser(sub)
+    approve = sub.add_parser(
+        "approve",
+        help="publish the approval of a proposal (BUDGET_ACTION=propose)",
+        description='Publish {"event_type": "budget-exceeded", "approve": TOKEN}: the '
+        "function cancels exactly the jobs of the proposal (docs/approval.md).",
+    )
+    approve.add_argument(
+        "token", help="the approval_token of a proposal's results, or its approval_url"
+    )
+    approve.add_argument("--dry-run", action="store_true", help="approve as a dry run")
+    approve.add_argument(
+        "--topic", help="topic name or path (default: budget-exceeded)", default="budget-exceeded"
+    )
     sim = sub.add_parser("simulator", help="run the DLI simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0)
@@ -130,9 +154,13 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0 if all(Outcome(r.outcome).good for r in report.results) else 1
 
 
-def _send(args: argparse.Namespace) -> int:
-    from cancel_handler.config import topic_path
+def _sweep(args: argparse.Namespace) -> int:
+    from cancel_handler import cli_sweep
 
+    return cli_sweep.run(args)
+
+
+def _send(args: argparse.Namespace) -> int:
     event: dict[str, Any] = {"event_type": args.event_type}
     if args.event_type == "job-timeout":
         if len(args.job_ids) != 1:
@@ -156,11 +184,34 @@ def _send(args: argparse.Namespace) -> int:
             event[key] = value
     if args.dry_run:
         event["dry_run"] = True
-    name = args.topic or args.event_type
+    return _publish("send", args.topic or args.event_type, event)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    token = _token_of(args.token.strip())
+    event: dict[str, Any] = {"event_type": "budget-exceeded", "approve": token}
+    if args.dry_run:
+        event["dry_run"] = True
+    return _publish("approve", args.topic, event)
+
+
+def _token_of(text: str) -> str:
+    """The token itself, or the ``approve`` query parameter of an approval link."""
+    if "://" not in text:
+        return text
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(text).query).get("approve")
+    return values[0] if values else text
+
+
+def _publish(command: str, name: str, event: dict[str, Any]) -> int:
+    from cancel_handler.config import topic_path
+
     topic = topic_path(name) or _default_credentials_topic(name)
     if topic is None:
         print(
-            "dli-cancel send: give --topic projects/P/topics/T or set GOOGLE_CLOUD_PROJECT",
+            f"dli-cancel {command}: give --topic projects/P/topics/T or set GOOGLE_CLOUD_PROJECT",
             file=sys.stderr,
         )
         return 2
@@ -171,7 +222,7 @@ def _send(args: argparse.Namespace) -> int:
     try:
         message_id = publisher.publish(topic, json.dumps(event).encode()).result(timeout=60)
     except Exception as error:  # NotFound, PermissionDenied, timeouts: say which, exit 1
-        print(f"dli-cancel send: publishing to {topic} failed: {error}", file=sys.stderr)
+        print(f"dli-cancel {command}: publishing to {topic} failed: {error}", file=sys.stderr)
         return 1
     print(json.dumps({"topic": topic, "message_id": message_id, "event": event}))
     return 0

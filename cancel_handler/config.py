@@ -7,12 +7,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from cancel_handler.approvals import KeyFileError, load_key_file
+from cancel_handler.limits import LimitsError, RuntimeLimits, parse_runtime_limits
 
 PROJECT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -56,8 +62,13 @@ KNOWN_VARIABLES = (
     "PUSH_SERVICE_ACCOUNT",
     "PUSH_CERTS_URL",
     "MAX_BODY_BYTES",
+    "BUDGET_ACTION",
+    "APPROVAL_KEY_FILE",
+    "APPROVAL_TTL_S",
+    "APPROVAL_BASE_URL",
     "DLI_LOCAL_RUN",
     "LOG_LEVEL",
+    "RUNTIME_LIMITS",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -186,8 +197,13 @@ class Settings:
     push_service_account: str | None = None
     push_certs_url: str = GOOGLE_CERTS_URL
     max_body_bytes: int = 65536
+    budget_action: str = "cancel"  # "cancel" | "propose" (SPEC section 8)
+    approval_key_file: str | None = None
+    approval_ttl_s: int = 86400
+    approval_base_url: str | None = None
     local_run: bool = False
     log_level: str = "INFO"
+    runtime_limits: RuntimeLimits = field(default_factory=RuntimeLimits)  # the watchdog's
 
 
 class _Reader:
@@ -223,10 +239,44 @@ class _Reader:
             kind = "an integer" if integer else "a number"
             self.problems.append(f"{name} must be {kind}, got {raw!r}")
             return default
+        if not math.isfinite(value):  # nan compares false with everything: it would pass below
+            self.problems.append(f"{name} must be a finite number, got {raw!r}")
+            return default
         if value < minimum:
             self.problems.append(f"{name} must be >= {minimum}, got {raw!r}")
             return default
         return value
+
+    def url(self, name: str, value: str) -> str | None:
+        """``value`` when it is an https:// URL, or an http:// one to a loopback host (a local
+        simulator or stand-in: nothing leaves the machine unencrypted)."""
+        if _secure_url(value):
+            return value
+        self.problems.append(
+            f"{name} must be an https:// URL (http:// only to a loopback host: localhost, "
+            f"127.0.0.0/8, ::1), got {value!r}"
+        )
+        return None
+
+
+def _secure_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # .port refuses a port that is no number
+    except ValueError:
+        return False
+    if not host or any(c.isspace() for c in value):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None = None) -> Settings:
@@ -274,17 +324,31 @@ def load_settings(env: Mapping[str, str] | None = None, local_run: bool | None =
         cancel_concurrency=r.number("CANCEL_CONCURRENCY", 8, 1, integer=True),
         budget_threshold=r.number("BUDGET_THRESHOLD", 1.0, 0),
         budget_targets=_budget_targets(r),
-        fanout_topic=_topic_path(r.text("FANOUT_TOPIC"), r.text("GOOGLE_CLOUD_PROJECT")),
+        fanout_topic=_topic(r, "FANOUT_TOPIC"),
         fanout_threshold=r.number("FANOUT_THRESHOLD", 100, 1, integer=True),
         push_audience=r.text("PUSH_AUDIENCE"),
         push_service_account=r.text("PUSH_SERVICE_ACCOUNT"),
         push_certs_url=_certs_url(r),
         max_body_bytes=r.number("MAX_BODY_BYTES", 65536, 1024, integer=True),
+        budget_action=_budget_action(r),
+        approval_key_file=_approval_key_file(r),
+        approval_ttl_s=r.number("APPROVAL_TTL_S", 86400, 1, integer=True),
+        approval_base_url=_approval_base_url(r),
         local_run=local_run,
         log_level=_log_level(r),
+        runtime_limits=_runtime_limits(r),
     )
+    if settings.budget_action == "propose" and r.text("APPROVAL_KEY_FILE") is None:
+        r.problems.append(
+            "BUDGET_ACTION=propose needs APPROVAL_KEY_FILE (the keys that sign approval tokens)"
+        )
     if settings.push_service_account and not settings.push_audience:
         r.problems.append("PUSH_SERVICE_ACCOUNT is set without PUSH_AUDIENCE: no token is checked")
+    if settings.push_audience and not settings.push_service_account:
+        r.problems.append(
+            "PUSH_AUDIENCE is set without PUSH_SERVICE_ACCOUNT: any Google-signed token for that "
+            "audience would be accepted"
+        )
     if r.problems:
         raise ConfigError(_without_secrets(r.problems, source))
     return settings
@@ -323,8 +387,7 @@ def _endpoint(r: _Reader) -> str | None:
     if endpoint is None:
         r.problems.append("DLI_ENDPOINT or DLI_REGION is required")
         return None
-    if not re.match(r"^https?://[^/\s]+", endpoint):
-        r.problems.append(f"DLI_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+    if r.url("DLI_ENDPOINT", endpoint) is None:
         return None
     return endpoint.rstrip("/")
 
@@ -333,10 +396,7 @@ def _certs_url(r: _Reader) -> str:
     url = r.text("PUSH_CERTS_URL")
     if url is None:
         return GOOGLE_CERTS_URL
-    if not re.match(r"^https?://[^/\s]+", url):
-        r.problems.append(f"PUSH_CERTS_URL must be an http(s) URL, got {url!r}")
-        return GOOGLE_CERTS_URL
-    return url
+    return r.url("PUSH_CERTS_URL", url) or GOOGLE_CERTS_URL
 
 
 def _project_id(r: _Reader, name: str) -> str | None:
@@ -402,8 +462,7 @@ def _iam(r: _Reader) -> IamSettings | None:
         r.problems.append("DLI_AUTH=token needs " + ", ".join(missing))
         return None
     assert endpoint and username and domain
-    if not re.match(r"^https?://[^/\s]+", endpoint):
-        r.problems.append(f"IAM_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+    if r.url("IAM_ENDPOINT", endpoint) is None:
         return None
     if password_file:
         # IAM_PASSWORD_FILE wins over IAM_PASSWORD; it is read again for every token.
@@ -419,6 +478,51 @@ def _iam(r: _Reader) -> IamSettings | None:
         password_file=password_file,
         domain=domain,
     )
+
+
+def _budget_action(r: _Reader) -> str:
+    action = (r.text("BUDGET_ACTION") or "cancel").lower()
+    if action not in ("cancel", "propose"):
+        r.problems.append(f"BUDGET_ACTION must be 'cancel' or 'propose', got {action!r}")
+        return "cancel"
+    return action
+
+
+def _approval_key_file(r: _Reader) -> str | None:
+    """The path, once the file is known to hold valid keys (checked now, so a bad mount is
+    reported at start; the function reads it again when it changes)."""
+    path = r.text("APPROVAL_KEY_FILE")
+    if path is None:
+        return None
+    try:
+        load_key_file(path)
+    except KeyFileError as error:
+        r.problems.append(str(error))
+        return None
+    return path
+
+
+def _approval_base_url(r: _Reader) -> str | None:
+    """The approval page's URL: https (http only on a loopback host, for local runs), no
+    query or fragment (the page's query is added to it)."""
+    url = r.text("APPROVAL_BASE_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        r.problems.append(f"APPROVAL_BASE_URL is not a URL, got {url!r}")
+        return None
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        r.problems.append(
+            f"APPROVAL_BASE_URL must be an https:// URL (http only on loopback), got {url!r}"
+        )
+        return None
+    if not parts.netloc or parts.query or parts.fragment:
+        r.problems.append(f"APPROVAL_BASE_URL must be a URL without query or fragment, got {url!r}")
+        return None
+    return url
 
 
 @dataclass(frozen=True)
@@ -459,19 +563,32 @@ def _topic_path(name: str | None, gcp_project: str | None) -> str | None:
 
 
 def _result_topic(r: _Reader, local_run: bool) -> str | None:
-    raw = r.text("RESULT_TOPIC")
-    gcp_project = r.text("GOOGLE_CLOUD_PROJECT")
+    if r.text("RESULT_TOPIC") is None and not local_run:
+        r.problems.append("RESULT_TOPIC is required (or DLI_LOCAL_RUN=true to print results)")
+    return _topic(r, "RESULT_TOPIC")
+
+
+def _topic(r: _Reader, name: str) -> str | None:
+    """A topic variable as a full path: ``projects/P/topics/T``, or a bare name in
+    ``GOOGLE_CLOUD_PROJECT``; None when unset or wrong (the problem is recorded)."""
+    raw = r.text(name)
     if raw is None:
-        if not local_run:
-            r.problems.append("RESULT_TOPIC is required (or DLI_LOCAL_RUN=true to print results)")
         return None
-    path = _topic_path(raw, gcp_project)
+    path = _topic_path(raw, r.text("GOOGLE_CLOUD_PROJECT"))
     if path is None:
-        r.problems.append("RESULT_TOPIC is a bare name: set GOOGLE_CLOUD_PROJECT or a full path")
+        r.problems.append(f"{name} is a bare name: set GOOGLE_CLOUD_PROJECT or a full path")
     elif not re.fullmatch(r"projects/[^/]+/topics/[^/]+", path):
-        r.problems.append(f"RESULT_TOPIC must look like projects/P/topics/T, got {raw!r}")
+        r.problems.append(f"{name} must look like projects/P/topics/T, got {raw!r}")
         return None
     return path
+
+
+def _runtime_limits(r: _Reader) -> RuntimeLimits:
+    try:
+        return parse_runtime_limits(r.text("RUNTIME_LIMITS"))
+    except LimitsError as error:
+        r.problems.extend(error.problems)
+        return RuntimeLimits()
 
 
 def _budget_targets(r: _Reader) -> dict[str, BudgetTarget]:

@@ -16,11 +16,23 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
-from cancel_handler import boot, logs
+from cancel_handler import approvals, boot, logs
+from cancel_handler.approval_page import (
+    PAGE_HEADERS,
+    PROOF_FIELD,
+    TOKEN_FIELD,
+    cross_site_refusal,
+    render_approval_page,
+    render_refusal_page,
+    render_results_page,
+    render_retry_page,
+)
 from cancel_handler.envelopes import EnvelopeError, from_cloud_event, from_http_body
 from cancel_handler.errors import RetryLater
 from cancel_handler.results import results_json
@@ -118,18 +130,33 @@ def on_http(request: Any) -> HttpAnswer:
 
 
 def _handle_http(request: Any) -> HttpAnswer:
-    if request.method != "POST":
-        return _error(405, "only POST is accepted")
+    approving_page = request.method == "GET" and TOKEN_FIELD in request.args
+    if request.method != "POST" and not approving_page:
+        return _error(405, "only POST is accepted (and GET ?approve=TOKEN, the approval page)")
+    content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    form = content_type == "application/x-www-form-urlencoded"
     try:
         rt = _runtime()
     except RetryLater as error:
         logs.error("request not handled: configuration error", outcome="retry", error=str(error))
+        if approving_page or form:
+            return _page(503, render_retry_page("The function's configuration is wrong."))
         return _error(503, "configuration error: see the function's log")
+    if approving_page:
+        return _approval_page(rt, request.args.get(TOKEN_FIELD, ""))
+    refusal = cross_site_refusal(
+        request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), _hosts(rt, request)
+    )
+    if refusal is not None:
+        logs.warning("request refused: sent from another site", error=refusal)
+        return _page(403, render_refusal_page(refusal)) if form else _error(403, refusal)
     limit = rt.settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         logs.warning("request refused: body too large", bytes=length, limit=limit)
         return _error(413, f"body over {limit} bytes")
+    if form:  # the approval page's form: the token and its proof authorise it
+        return _approve_from_form(rt, _read_at_most(request.stream, limit + 1))
     if rt.settings.push_audience:
         from cancel_handler.push_auth import PushAuthError, verify_push_token
 
@@ -165,6 +192,86 @@ def _answer_http(rt: Runtime, body: bytes, path: str) -> HttpAnswer:
     if report.fanned_out:
         extra["fanned_out"] = report.fanned_out
     return results_json(report.results, **extra), status, JSON_HEADERS
+
+
+# -- the approval page (SPEC section 8) ---------------------------------------------------------
+
+
+def _approval_page(rt: Runtime, token: str) -> HttpAnswer:
+    """The plan of ``token`` and, when it is valid, the form that approves it."""
+    try:
+        ring = rt.approval_ring()
+    except RetryLater as error:
+        logs.error("approval page not shown: configuration error", error=str(error))
+        return _page(503, render_retry_page("The approval keys cannot be read."))
+    if ring is None:
+        return _page(404, render_refusal_page("Approvals are not enabled here."))
+    now = time.time()
+    check = approvals.check(token, ring, now)
+    logs.info(
+        "approval page",
+        valid=check.valid,
+        problem=check.refusal.problem if check.refusal else None,
+        key_id=approvals.token_key_id(token),
+    )
+    proof = approvals.form_proof(token, ring) if check.valid else None
+    html = render_approval_page(check, token=token, proof=proof, now=now)
+    return _page(200 if check.valid else 400, html)
+
+
+def _approve_from_form(rt: Runtime, body: bytes) -> HttpAnswer:
+    """The page's Approve button: the token with its proof -> the approval event -> a page
+    with what happened to each job."""
+    if len(body) > rt.settings.max_body_bytes:
+        return _page(413, render_refusal_page("The approval is larger than MAX_BODY_BYTES."))
+    fields = _form_fields(body)
+    token, proof = fields.get(TOKEN_FIELD, ""), fields.get(PROOF_FIELD, "")
+    try:
+        ring = rt.approval_ring()
+    except RetryLater as error:
+        logs.error("approval not handled: configuration error", error=str(error))
+        return _page(503, render_retry_page("The approval keys cannot be read."))
+    if ring is None or not approvals.check_form_proof(token, proof, ring):
+        logs.warning("approval form refused: no valid proof", key_id=approvals.token_key_id(token))
+        message = "This approval was not sent from this function's approval page."
+        return _page(403, render_refusal_page(message))
+    event = json.dumps({"event_type": "budget-exceeded", TOKEN_FIELD: token}).encode()
+    handler = _handler()
+    try:
+        delivery = from_http_body(event, len(event))
+        logs.add_labels(event_id=delivery.event_id)
+        report = handler.process(delivery, rt)
+    except RetryLater:
+        return _page(503, render_retry_page("DLI or Pub/Sub could not be reached."))
+    if report.invalid:
+        return _page(400, render_refusal_page(report.results[0].message))
+    dry_run = any(r.dry_run for r in report.results)
+    return _page(200, render_results_page(report.results, dry_run=dry_run))
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    """The fields of a url-encoded form (the first value of each); nothing when unreadable."""
+    try:
+        pairs = parse_qsl(body.decode("ascii"), max_num_fields=8, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+def _hosts(rt: Runtime, request: Any) -> list[str]:
+    """The hosts a same-site request names in its ``Origin``: the one it was sent to, and the
+    configured page's (a proxy in front may rewrite ``Host``)."""
+    hosts = [request.headers.get("Host", "")]
+    if rt.settings.approval_base_url:
+        hosts.append(urlsplit(rt.settings.approval_base_url).netloc)
+    return hosts
+
+
+def _page(status: int, html: str) -> HttpAnswer:
+    return html, status, dict(PAGE_HEADERS)
 
 
 def on_error(error: Exception) -> Any:

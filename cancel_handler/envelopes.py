@@ -15,9 +15,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from cancel_handler.jsonbody import JsonRead, is_text, read_object
 
 Transport = Literal["cloudevent", "push", "http"]
 
@@ -37,6 +39,9 @@ class Delivery:
     event_id: str
     published_at: datetime | None
     transport: Transport
+    # An HTTP body is read as JSON once, to tell a push envelope from an event: kept here so
+    # that the event is not read a second time.
+    read: JsonRead | None = field(default=None, compare=False, repr=False)
 
 
 class EnvelopeError(ValueError):
@@ -71,8 +76,9 @@ def from_http_body(body: bytes, max_bytes: int, path: str = "/") -> Delivery:
         raise EnvelopeError(
             "body", f"body exceeds {max_bytes} bytes ({len(body)} bytes)", transport="http"
         )
-    envelope = _push_envelope(body)
-    if envelope is None:
+    read = read_object(body)
+    envelope = read.value
+    if envelope is None or "message" not in envelope or "subscription" not in envelope:
         return Delivery(
             data=body,
             attributes={},
@@ -80,6 +86,7 @@ def from_http_body(body: bytes, max_bytes: int, path: str = "/") -> Delivery:
             event_id=f"http-{uuid.uuid4()}",
             published_at=None,
             transport="http",
+            read=read,
         )
     with _failing_as("push"):
         return _unwrap_push(envelope, max_bytes, path)
@@ -109,23 +116,25 @@ def topic_from_source(source: str) -> str | None:
 def topic_from_path(path: str) -> str | None:
     """The topic in a push URL path ``/projects/P/topics/T``, found as functions-framework does."""
     match = _TOPIC_IN_PATH.search(path)
-    return match.group(1) if match else None
+    return match.group(1) if match and is_text(match.group(1)) else None
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time (nanoseconds allowed) as aware UTC; None when absent or unreadable."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and 0 < len(value) <= 64:
-        try:
+    """An RFC 3339 time (nanoseconds allowed) as aware UTC; None when absent, unreadable or out
+    of range (a time that is not in years 1 to 9999 once in UTC): the event then counts as
+    young, so a bad time can never make it be given up."""
+    try:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, str) and 0 < len(value) <= 64:
             parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", value.strip()))
-        except ValueError:
+        else:
             return None
-    else:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _unwrap_push(envelope: dict[str, Any], max_bytes: int, path: str) -> Delivery:
@@ -149,16 +158,6 @@ def _failing_as(transport: Transport) -> Iterator[None]:
     except EnvelopeError as error:
         error.transport = transport
         raise
-
-
-def _push_envelope(body: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = json.loads(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(parsed, dict) and "message" in parsed and "subscription" in parsed:
-        return parsed
-    return None
 
 
 def _ce_attribute(event: Any, name: str) -> Any:
@@ -213,10 +212,12 @@ def _attributes(message: dict[str, Any], event_id: str, topic: str | None) -> di
     raw = message.get("attributes")
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and is_text(k + v) for k, v in raw.items()
+    ):
         raise EnvelopeError(
             "message.attributes",
-            "message.attributes must be an object of string values",
+            "message.attributes must be an object of text strings (keys and values)",
             event_id=event_id,
             topic=topic,
         )
@@ -260,7 +261,8 @@ def _b64decode(encoded: str) -> bytes:
 
 
 def _text(value: Any) -> str | None:
+    """An id or a source: a string (or an integer) of Unicode text, cut to a bounded length."""
     if isinstance(value, str | int) and not isinstance(value, bool):
-        text = str(value)
-        return text[:_MAX_ID_CHARS] if text else None
+        text = str(value)[:_MAX_ID_CHARS]
+        return text if text and is_text(text) else None
     return None

@@ -1,11 +1,18 @@
-"""One delivery, start to finish: parse -> plan -> fan out | cancel -> publish -> return or raise.
+"""One delivery, start to finish: parse -> plan -> propose | fan out | cancel -> publish ->
+return or raise.
+
+With BUDGET_ACTION=propose a budget event's plan is signed and published as
+``awaiting_approval`` instead of cancelled; an approval cancels exactly its token's jobs
+(SPEC section 8, docs/approval.md).
 
 This module owns one decision: acknowledge or retry. ``process`` returns when every job of the
 event has a published result, and raises ``RetryLater`` when the event must be delivered again:
 - DLI unavailable (``DliUnavailable``) while the event is young (younger than
   MAX_EVENT_AGE_S); an old event publishes ``failed`` instead. Unreadable credentials are a
-  configuration fault: retried whatever the event's age;
-- a result (or a fan-out share) that could not be published.
+  configuration fault: retried whatever the event's age. A young sweep that could list only
+  some of its queues first cancels what it found on those, then raises;
+- a result (or a fan-out share) that could not be published;
+- approval keys that cannot be read (a configuration fault).
 Bad events are acknowledged with an ``invalid_event`` result; ignored events publish nothing.
 
 All DLI calls of one event (listing, state reads, cancels, their retries) share one deadline,
@@ -23,15 +30,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from cancel_handler import logs
+from cancel_handler import approvals, logs
+from cancel_handler.approval_page import approval_link
+from cancel_handler.approvals import KeyRing
 from cancel_handler.dli.concurrency import each
 from cancel_handler.dli.errors import CredentialsUnavailable, DliUnavailable, Misconfigured
 from cancel_handler.dli.types import CallOutcome, JobRef, Jobs
 from cancel_handler.envelopes import Delivery, EnvelopeError
 from cancel_handler.errors import RetryLater
-from cancel_handler.events import CancelEvent, Ignored, InvalidEvent, parse_event
+from cancel_handler.events import ApprovalEvent, CancelEvent, Ignored, InvalidEvent, parse_event
 from cancel_handler.outcomes import EventResults, Outcome, invalid_event
-from cancel_handler.plan import Plan, build_plan
+from cancel_handler.plan import Plan, approval_plan, build_plan, proposal_of
 from cancel_handler.results import Batches, Message, PublishError, ResultEvent, publish
 from cancel_handler.runtime import Runtime
 
@@ -65,6 +74,8 @@ def process(delivery: Delivery, rt: Runtime) -> Report:
     if isinstance(parsed, Ignored):
         logs.info("event ignored", event_id=delivery.event_id, reason=parsed.reason)
         return Report(ignored=parsed.reason)
+    if isinstance(parsed, ApprovalEvent):
+        return _handle_approval(rt, delivery, parsed, deadline)
     return _handle_event(rt, delivery, parsed, deadline)
 
 
@@ -104,12 +115,106 @@ def _age_s(delivery: Delivery) -> float:
 def _handle_event(rt: Runtime, delivery: Delivery, event: CancelEvent, deadline: float) -> Report:
     client = rt.client.bounded(deadline)
     plan = build_plan(event, rt.settings, client)
-    if plan.unavailable is not None and _retries(rt, delivery, plan.unavailable):
-        _retry_unlisted(delivery, plan.unavailable)
-    results = EventResults(delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run)
-    verdicts = [results.from_verdict(v) for v in plan.verdicts]
-    if _should_fan_out(rt, event, plan):
+    _log_sweep(delivery, plan)
+    unlisted = plan.unavailable
+    if unlisted is not None and not _retries(rt, delivery, unlisted):
+        unlisted = None  # an old event: its ``failed`` verdicts are published below
+    if unlisted is not None and not plan.targets:
+        _retry_unlisted(delivery, unlisted)
+    results = EventResults.of_event(
+        delivery, event, plan.project_id, plan.queue_of, rt.settings.dry_run, plan.over_limit
+    )
+    # While the event is to come again, what could not be listed gets no result now.
+    verdicts = [
+        results.from_verdict(v)
+        for v in plan.verdicts
+        if unlisted is None or v.outcome is not Outcome.FAILED
+    ]
+    if rt.settings.budget_action == "propose" and event.event_type == "budget-exceeded":
+        return _propose(rt, delivery, event, plan, results, verdicts)
+    if unlisted is None and _should_fan_out(rt, event, plan):
         return _fan_out(rt, delivery, event, plan, verdicts)
+    report = _cancel(rt, delivery, client, plan, results, verdicts)
+    if unlisted is not None:
+        # a young sweep cancelled what it found on the queues it could list; it comes again
+        # for the others (and the jobs it cancelled are no longer listed then)
+        _retry_unlisted(delivery, unlisted)
+    return report
+
+
+# -- approval before cancelling (SPEC section 8) ------------------------------------------------
+
+
+def _propose(
+    rt: Runtime,
+    delivery: Delivery,
+    event: CancelEvent,
+    plan: Plan,
+    results: EventResults,
+    verdicts: list[ResultEvent],
+) -> Report:
+    """BUDGET_ACTION=propose: the plan's targets are signed into one token and published as
+    ``awaiting_approval``, one result per job; nothing is cancelled."""
+    report = list(verdicts)
+    if plan.targets:
+        ring = _approval_ring(rt, delivery)
+        if ring is None:  # load_settings refuses propose without a key file
+            _deliver_again(delivery, "no approval keys", RetryLater("APPROVAL_KEY_FILE unset"))
+        source_event_id = event.source_event_id or delivery.event_id
+        proposal = proposal_of(plan, event, source_event_id, rt.settings, time.time())
+        token = approvals.sign(proposal, ring)
+        base = rt.settings.approval_base_url
+        url = approval_link(base, token) if base else None
+        message = (
+            f"proposed, not cancelled: approve before {approvals.utc_text(proposal.expires_at)}"
+        )
+        report += [results.awaiting_approval(job, token, url, message) for job in plan.targets]
+        logs.info(
+            f"proposed cancelling {len(plan.targets)} jobs; awaiting approval",
+            event_id=delivery.event_id,
+            jobs=len(plan.targets),
+            key_id=ring.signing.key_id.hex(),
+            expires_at=approvals.utc_text(proposal.expires_at),
+        )
+    _publish(rt, report, delivery)
+    _log_results(delivery, report)
+    return Report(results=report)
+
+
+def _approval_ring(rt: Runtime, delivery: Delivery) -> KeyRing | None:
+    try:
+        return rt.approval_ring()
+    except RetryLater as error:  # the key file went missing or bad since the start
+        _deliver_again(delivery, "approval keys unreadable", error)
+
+
+def _handle_approval(
+    rt: Runtime, delivery: Delivery, event: ApprovalEvent, deadline: float
+) -> Report:
+    """Cancel exactly the jobs of a verified proposal (no listing, no fan-out); a token that
+    approves nothing is one ``invalid_event`` result and no DLI call."""
+    plan = approval_plan(event, rt.settings, _approval_ring(rt, delivery), time.time())
+    proposal = plan.proposal
+    dry_run = event.dry_run or rt.settings.dry_run or bool(proposal and proposal.dry_run)
+    results = EventResults.of_approval(delivery, proposal, plan.queue_of, dry_run)
+    verdicts = [results.from_verdict(v) for v in plan.verdicts]
+    if proposal is None:
+        logs.warning(
+            "approval refused",
+            event_id=delivery.event_id,
+            key_id=approvals.token_key_id(event.token),
+            error=plan.verdicts[0].message,
+        )
+        _publish(rt, verdicts, delivery)
+        _log_results(delivery, verdicts)
+        return Report(results=verdicts, invalid=True)
+    logs.info(
+        f"approval of {len(proposal.jobs)} jobs",
+        event_id=delivery.event_id,
+        proposal_event_id=proposal.source_event_id,
+        jobs=len(proposal.jobs),
+    )
+    client = rt.client.bounded(deadline)
     return _cancel(rt, delivery, client, plan, results, verdicts)
 
 
@@ -228,7 +333,8 @@ def _retry_reason(failure: DliUnavailable, transient: str) -> tuple[Callable[...
 
 
 def _should_fan_out(rt: Runtime, event: CancelEvent, plan: Plan) -> bool:
-    """Big budget events are shared out over FANOUT_TOPIC, so many instances cancel them;
+    """Big budget events and sweeps are shared out over FANOUT_TOPIC, so many instances cancel
+    them;
     a message that is itself a fan-out share (it names its source event) is never split."""
     return (
         rt.fanout is not None
@@ -240,11 +346,12 @@ def _should_fan_out(rt: Runtime, event: CancelEvent, plan: Plan) -> bool:
 def _fan_out(
     rt: Runtime, delivery: Delivery, event: CancelEvent, plan: Plan, verdicts: list[ResultEvent]
 ) -> Report:
-    """One message per job on FANOUT_TOPIC; each comes back as a budget event of one job
-    whose results carry this event's type and id. Only the plan's own verdicts are
+    """One message per job on FANOUT_TOPIC; each comes back as an event of one job (a budget
+    event's share, or a sweep's job-timeout with its reason) whose results carry this event's
+    type and id. Only the plan's own verdicts are
     published here."""
     assert rt.fanout is not None
-    messages = [_fan_out_message(delivery, event, job) for job in plan.targets]
+    messages = [_fan_out_message(delivery, event, plan, job) for job in plan.targets]
     try:
         publish(rt.fanout, messages)
     except PublishError as error:
@@ -260,19 +367,23 @@ def _fan_out(
     return Report(results=verdicts, fanned_out=len(messages))
 
 
-def _fan_out_message(delivery: Delivery, event: CancelEvent, job: JobRef) -> Message:
+def _fan_out_message(delivery: Delivery, event: CancelEvent, plan: Plan, job: JobRef) -> Message:
     share: dict[str, Any] = {
         "event_type": event.event_type,
         "project_id": job.project_id,
-        "job_ids": [job.job_id],
         "job_kind": job.kind,
         "source_event_id": delivery.event_id,
         "dry_run": event.dry_run,
     }
-    if event.reason:
-        share["reason"] = event.reason
-    if isinstance(event.context.get("budget"), dict):
-        share["budget"] = event.context["budget"]
+    why = plan.over_limit.get(job.job_id)
+    if why is not None:  # a sweep's share: a job-timeout of one job, with its own reason
+        share.update(job_id=job.job_id, reason=why.reason, context=why.context)
+    else:
+        share["job_ids"] = [job.job_id]
+        if event.reason:
+            share["reason"] = event.reason
+        if isinstance(event.context.get("budget"), dict):
+            share["budget"] = event.context["budget"]
     data = json.dumps(share, separators=(",", ":")).encode()
     return Message(data, {"event_type": event.event_type})
 
@@ -311,6 +422,23 @@ def _log_results(delivery: Delivery, results: Sequence[ResultEvent]) -> None:
             error_code=result.error_code,
             attempts=result.attempts,
         )
+
+
+def _log_sweep(delivery: Delivery, plan: Plan) -> None:
+    """A sweep's warnings (a malformed tag, a runtime that cannot be known), then its one
+    ``sweep summary`` line, whatever it found."""
+    if plan.sweep is None:
+        return
+    for note in plan.sweep.notes:
+        logs.warning(f"sweep: {note}", event_id=delivery.event_id)
+    logs.info(
+        "sweep summary",
+        event_id=delivery.event_id,
+        project_id=plan.project_id,
+        queues=list(plan.sweep.queues),
+        jobs_seen=plan.sweep.jobs_seen,
+        over_limit=plan.sweep.over_limit,
+    )
 
 
 def _subject(result: ResultEvent) -> str:

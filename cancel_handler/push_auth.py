@@ -3,7 +3,8 @@
 Used by ``cancel_dli_job_http`` when ``PUSH_AUDIENCE`` is set, and imported only then, so
 google-auth's transport costs nothing otherwise. The token must be signed by one of the keys
 published at ``PUSH_CERTS_URL`` (Google's by default), unexpired, for ``PUSH_AUDIENCE``, issued
-by Google and, when ``PUSH_SERVICE_ACCOUNT`` is set, for that verified service account.
+by Google, for the verified service account ``PUSH_SERVICE_ACCOUNT`` (required with
+``PUSH_AUDIENCE``: without it any Google account could sign a token for the audience).
 
 The published keys are cached for as long as their ``Cache-Control: max-age`` allows (at most
 an hour), so a push request does not cost a round trip to Google; a token that fails against
@@ -37,7 +38,7 @@ class PushAuthError(Exception):
 
 
 def verify_push_token(authorization: str, settings: Settings) -> dict[str, Any]:
-    """Check signature, expiry, audience, issuer and (when configured) the service account.
+    """Check signature, expiry, audience, issuer and the service account.
 
     Raises ``PushAuthError`` with a short reason that never contains the token."""
     from google.auth import exceptions
@@ -69,7 +70,9 @@ def check_claims(claims: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if claims.get("iss") not in GOOGLE_ISSUERS:
         raise PushAuthError("push token not issued by Google")
     expected = settings.push_service_account
-    if expected and (claims.get("email") != expected or claims.get("email_verified") is not True):
+    if not expected:  # the configuration refuses this too: any Google account would do
+        raise PushAuthError("PUSH_SERVICE_ACCOUNT is not configured")
+    if claims.get("email") != expected or claims.get("email_verified") is not True:
         raise PushAuthError("push token is not from the expected service account")
     return claims
 

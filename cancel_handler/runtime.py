@@ -1,5 +1,6 @@
 """What an instance builds once and every delivery shares: the settings, the DLI client (its
-connection pool and credentials), the result sink, the fan-out sink, the event rules.
+connection pool and credentials), the result sink, the fan-out sink, the event rules, the
+approval keys.
 
 ``runtime()`` is the instance's one ``Runtime``, built on the first event. While the
 configuration is wrong it raises ``RetryLater`` naming every problem, and is built as soon as
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import requests
 
+from cancel_handler import logs
+from cancel_handler.approvals import KeyFile, KeyFileError, KeyRing
 from cancel_handler.boot import register_secrets
 from cancel_handler.config import ConfigError, Settings, load_settings
 from cancel_handler.dli.auth import build_auth
@@ -32,6 +35,20 @@ class Runtime:
     sink: Sink  # results
     rules: EventRules
     fanout: Sink | None = None  # FANOUT_TOPIC, when set
+    approval_keys: KeyFile | None = None  # APPROVAL_KEY_FILE, when set
+
+    def approval_ring(self) -> KeyRing | None:
+        """The approval keys as the file holds them now (read again after a rotation); None
+        when no APPROVAL_KEY_FILE is set. ``RetryLater`` while the file is unreadable."""
+        if self.approval_keys is None:
+            return None
+        try:
+            ring = self.approval_keys.ring()
+        except KeyFileError as error:
+            raise RetryLater(f"invalid configuration: {error}") from None
+        for key in ring.keys:
+            logs.register_secret(key.secret.decode("utf-8", "replace"))
+        return ring
 
 
 _runtime: Runtime | None = None
@@ -67,8 +84,9 @@ def build_runtime(settings: Settings, sink: Sink | None = None) -> Runtime:
             PubSubSink(settings.result_topic, publisher) if settings.result_topic else PrintSink()
         )
     fanout = PubSubSink(settings.fanout_topic, publisher) if settings.fanout_topic else None
+    keys = KeyFile(settings.approval_key_file) if settings.approval_key_file else None
     return Runtime(
-        settings, _dli_client(settings), sink, EventRules.from_settings(settings), fanout
+        settings, _dli_client(settings), sink, EventRules.from_settings(settings), fanout, keys
     )
 
 

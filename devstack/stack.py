@@ -61,6 +61,7 @@ _STRIPPED_NAMES = frozenset(
         "MAX_JOBS_PER_EVENT",
         "MAX_BODY_BYTES",
         "CANCEL_CONCURRENCY",
+        "RUNTIME_LIMITS",
         "GOOGLE_CLOUD_PROJECT",
         "FUNCTION_TARGET",
         "FUNCTION_SOURCE",
@@ -306,6 +307,14 @@ class PulledMessage:
         return json.loads(self.data)
 
 
+# As google-cloud-pubsub sets on its own channels: a pull of many big results (proposals carry
+# their approval token) is larger than gRPC's default 4 MiB.
+_UNBOUNDED_MESSAGES = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+
+
 class PubSubEmulator(_ManagedProcess):
     """``gcloud beta emulators pubsub start`` on a loopback port, with a few admin helpers.
 
@@ -422,7 +431,8 @@ class PubSubEmulator(_ManagedProcess):
                 PublisherGrpcTransport,
             )
 
-            transport = PublisherGrpcTransport(channel=grpc.insecure_channel(self.host))
+            channel = grpc.insecure_channel(self.host, options=_UNBOUNDED_MESSAGES)
+            transport = PublisherGrpcTransport(channel=channel)
             self._publisher = pubsub_v1.PublisherClient(
                 transport=transport,
                 batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001),
@@ -439,7 +449,8 @@ class PubSubEmulator(_ManagedProcess):
                 SubscriberGrpcTransport,
             )
 
-            transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(self.host))
+            channel = grpc.insecure_channel(self.host, options=_UNBOUNDED_MESSAGES)
+            transport = SubscriberGrpcTransport(channel=channel)
             self._subscriber = pubsub_v1.SubscriberClient(transport=transport)
         return self._subscriber
 

@@ -1,4 +1,5 @@
-"""Shared types of the DLI simulator: faults, request records, DLI errors, responses.
+"""Shared types of the DLI simulator: faults, seeded jobs, request records, DLI errors,
+responses.
 
 Test and demo code only: never imported on the function's path.
 """
@@ -33,6 +34,102 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.msg = msg
+
+
+ACTIVE_STATUS = {"sql": "RUNNING", "spark": "running", "flink": "job_running"}
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SeedError(ValueError):
+    """A ``--seed`` text or an admin ``/_sim/jobs`` body that does not describe jobs."""
+
+
+@dataclass(frozen=True)
+class Seed:
+    """``count`` jobs of ``kind`` on ``queue_name`` that started ``age_s`` seconds ago, in
+    ``status`` (default: running), with ``tags`` (SQL jobs only, as DLI reports them)."""
+
+    kind: str
+    queue_name: str
+    age_s: float = 0.0
+    count: int = 1
+    tags: tuple[tuple[str, str], ...] = ()
+    status: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTIVE_STATUS:
+            raise SeedError(f"unknown kind {self.kind!r} (sql, spark, flink)")
+        if not self.queue_name:
+            raise SeedError("a seed needs a queue name")
+        if not 0 <= self.age_s < 10 * 365 * 86400:
+            raise SeedError(f"age must be between 0 and 10 years, got {self.age_s} s")
+        if not 1 <= self.count <= 100_000:
+            raise SeedError(f"count must be between 1 and 100000, got {self.count}")
+        if self.tags and self.kind != "sql":
+            raise SeedError("tags are for SQL jobs")
+
+    @property
+    def job_status(self) -> str:
+        return self.status or ACTIVE_STATUS[self.kind]
+
+    @classmethod
+    def parse(cls, text: str) -> Seed:
+        """``KIND:QUEUE:AGE[:COUNT[:TAGS]]``: ``sql:etl:2h``, ``flink:stream:90m:3``,
+        ``sql:etl:3h:1:dli-cancel=exempt,team=bi``. AGE is seconds, or a number with s, m,
+        h or d."""
+        parts = text.split(":")
+        if not 3 <= len(parts) <= 5:
+            raise SeedError(f"--seed {text!r}: expected KIND:QUEUE:AGE[:COUNT[:TAGS]]")
+        count = parts[3] if len(parts) > 3 else "1"
+        if not count.isdigit():
+            raise SeedError(f"--seed {text!r}: COUNT must be a whole number")
+        tags = _tags(parts[4]) if len(parts) > 4 else ()
+        return cls(parts[0], parts[1], _age(parts[2]), int(count), tags)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Seed:
+        """An admin ``POST /_sim/jobs`` body: ``kind``, ``queue_name``, ``count``, ``status``,
+        ``age_s``, ``tags`` (an object of key -> value)."""
+        tags = data.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise SeedError("tags must be an object of key -> value")
+        status = data.get("status")
+        return cls(
+            kind=str(data.get("kind", "sql")),
+            queue_name=str(data.get("queue_name", "default")),
+            age_s=float(data.get("age_s", 0)),
+            count=int(data.get("count", 1)),
+            tags=tuple((str(k), str(v)) for k, v in tags.items()),
+            status=None if status is None else str(status),
+        )
+
+    def describe(self) -> str:
+        tags = f" tagged {','.join(f'{k}={v}' for k, v in self.tags)}" if self.tags else ""
+        return (
+            f"{self.count} {self.kind} job(s) on queue {self.queue_name}, "
+            f"started {self.age_s:g} s ago{tags}"
+        )
+
+
+def _age(text: str) -> float:
+    unit = text[-1:] if text[-1:] in _AGE_UNITS else "s"
+    number = text[:-1] if text[-1:] in _AGE_UNITS else text
+    try:
+        return float(number) * _AGE_UNITS[unit]
+    except ValueError:
+        raise SeedError(
+            f"AGE must be seconds or a number with s, m, h or d, got {text!r}"
+        ) from None
+
+
+def _tags(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SeedError(f"TAGS must be k=v[,k=v], got {text!r}")
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 @dataclass

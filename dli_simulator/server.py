@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from dli_simulator.core import Incoming, SimCore
-from dli_simulator.model import Fault, Headers, RequestRecord, Response
+from dli_simulator.model import Fault, Headers, RequestRecord, Response, Seed
 
 ADMIN_PREFIX = "/_sim/"
 MAX_BODY = 16 * 1024 * 1024
@@ -197,22 +197,8 @@ class AdminApi:
         )
 
     def _add_jobs(self, body: dict[str, Any]) -> list[str | int]:
-        project_id, kind = str(body["project_id"]), body.get("kind", "sql")
-        queue, count = str(body.get("queue_name", "default")), int(body.get("count", 1))
-        status = body.get("status")
-        store = self.core.store
-        if kind == "sql":
-            return [
-                store.add_sql(project_id, queue, status or "RUNNING", "SELECT 1", "QUERY")
-                for _ in range(count)
-            ]
-        if kind == "spark":
-            return [store.add_spark(project_id, queue, status or "running") for _ in range(count)]
-        if kind == "flink":
-            return [
-                store.add_flink(project_id, queue, status or "job_running") for _ in range(count)
-            ]
-        raise ValueError(f"unknown kind {kind!r} (sql, spark, flink)")
+        """``{"project_id", "kind", "queue_name", "count", "status", "age_s", "tags"}``."""
+        return self.core.store.seed(str(body["project_id"]), Seed.from_json(body))
 
     def _job(self, method: str, project_id: str, job_id: str, body: dict[str, Any]) -> Response:
         if method == "POST":

@@ -23,6 +23,12 @@ bytes; JSON of any type or shape with ``content_type="application/json"``), or d
 them. ``set_page_cap`` makes listings serve fewer jobs per page than asked;
 ``move_after_next_listing`` moves a job between two listings.
 
+Jobs can be seeded with an age (they started that long ago: ``start_time`` / ``create_time`` and
+``duration`` say so) and, for SQL jobs, tags: ``Simulator.seed`` / ``submit_sql_job(age_s=...,
+tags=...)``, ``POST /_sim/jobs`` with ``age_s`` and ``tags``, or ``--seed KIND:QUEUE:AGE`` on the
+command line. Listings page as DLI's do: SQL ``current-page``/``page-size`` with ``job_count``,
+Spark ``from``/``size`` with ``total``, Flink ``offset``/``limit`` with ``job_list.total_count``.
+
 Error answers (``{"error_code", "error_msg"}``, plus ``X-Request-Id`` on every answer):
 
 =================================================  ======  ==============
@@ -56,13 +62,14 @@ import signal
 import string
 import sys
 import threading
+from collections.abc import Mapping
 from types import FrameType, TracebackType
 
 from dli_simulator.core import SimCore
-from dli_simulator.model import Fault, Headers, RequestRecord
+from dli_simulator.model import Fault, Headers, RequestRecord, Seed, SeedError
 from dli_simulator.server import SimServer
 
-__all__ = ["Fault", "Headers", "RequestRecord", "Simulator", "main"]
+__all__ = ["Fault", "Headers", "RequestRecord", "Seed", "Simulator", "main"]
 
 
 class Simulator:
@@ -139,6 +146,8 @@ class Simulator:
         self.stop()
 
     # ---- jobs -----------------------------------------------------------------------------
+    # ``age_s``: the job started that many seconds ago (DLI then reports its start and a
+    # duration of that age); ``tags``: SQL job tags, e.g. {"dli-cancel": "exempt"}.
     def submit_sql_job(
         self,
         project_id: str,
@@ -147,26 +156,51 @@ class Simulator:
         status: str = "RUNNING",
         sql: str = "SELECT 1",
         job_type: str = "QUERY",
+        age_s: float = 0.0,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
-        return self._core.store.add_sql(project_id, queue_name, status, sql, job_type)
+        return self._core.store.add_sql(
+            project_id, queue_name, status, sql, job_type, age_s=age_s, tags=tags
+        )
 
     def add_sql_jobs(
-        self, project_id: str, count: int, *, queue_name: str, status: str = "RUNNING"
+        self,
+        project_id: str,
+        count: int,
+        *,
+        queue_name: str,
+        status: str = "RUNNING",
+        age_s: float = 0.0,
     ) -> list[str]:
         return [
-            self.submit_sql_job(project_id, queue_name=queue_name, status=status)
+            self.submit_sql_job(project_id, queue_name=queue_name, status=status, age_s=age_s)
             for _ in range(count)
         ]
 
     def add_spark_batch(
-        self, project_id: str, *, queue_name: str = "default", state: str = "running"
+        self,
+        project_id: str,
+        *,
+        queue_name: str = "default",
+        state: str = "running",
+        age_s: float = 0.0,
     ) -> str:
-        return self._core.store.add_spark(project_id, queue_name, state)
+        return self._core.store.add_spark(project_id, queue_name, state, age_s=age_s)
 
     def add_flink_job(
-        self, project_id: str, *, queue_name: str = "default", status: str = "job_running"
+        self,
+        project_id: str,
+        *,
+        queue_name: str = "default",
+        status: str = "job_running",
+        age_s: float = 0.0,
     ) -> int:
-        return self._core.store.add_flink(project_id, queue_name, status)
+        return self._core.store.add_flink(project_id, queue_name, status, age_s=age_s)
+
+    def seed(self, project_id: str, seed: Seed) -> list[str]:
+        """Add the jobs ``seed`` describes (active ones, of its kind, on its queue, started
+        ``seed.age_s`` ago); their ids as strings."""
+        return [str(job_id) for job_id in self._core.store.seed(project_id, seed)]
 
     def job_status(self, project_id: str, job_id: str) -> str | None:
         """SQL status / Spark state / Flink status as stored; ``None`` for an unknown job."""
@@ -266,6 +300,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-error-code", help="DLI error code of the fault's answer")
     parser.add_argument("--fault-path", help="only requests whose path contains this")
     parser.add_argument("--fault-method")
+    parser.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="KIND:QUEUE:AGE[:COUNT[:TAGS]]",
+        help="start with active jobs of a given age (repeatable), e.g. sql:etl:2h, "
+        "spark:etl:90m:3, sql:etl:3h:1:dli-cancel=exempt; AGE in s (default), m, h or d; "
+        "TAGS (SQL) k=v[,k=v]",
+    )
+    parser.add_argument(
+        "--project-id",
+        default=os.environ.get("DLI_PROJECT_ID"),
+        help="the project --seed adds jobs to (default: DLI_PROJECT_ID)",
+    )
     return parser
 
 
@@ -288,7 +336,14 @@ def _fault(args: argparse.Namespace) -> Fault | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; prints the base URL as the first line of stdout."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        seeds = [Seed.parse(text) for text in args.seed]
+    except SeedError as error:
+        parser.error(str(error))
+    if seeds and not args.project_id:
+        parser.error("--seed needs --project-id (or DLI_PROJECT_ID)")
     sim = Simulator(
         host=args.host, port=args.port, credentials=_credentials(), iam_users=_iam_users()
     )
@@ -304,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(sim.start(), flush=True)
+        for seed in seeds:
+            ids = sim.seed(args.project_id, seed)
+            print(f"seeded {seed.describe()}: {', '.join(ids)}", file=sys.stderr, flush=True)
         while not stopped.wait(0.5):
             pass
     finally:

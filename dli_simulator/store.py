@@ -7,7 +7,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from dli_simulator.model import (
     NOT_SUPPORTED,
     PARAM_ERROR,
     ApiError,
+    Seed,
 )
 
 SQL_ACTIVE = frozenset({"RUNNING", "LAUNCHING", "SCALING"})
@@ -172,6 +173,11 @@ class FlinkJob:
         }
 
 
+def _started(age_s: float) -> int:
+    """The start (ms epoch) of a job that started ``age_s`` seconds ago."""
+    return now_ms() - round(age_s * 1000)
+
+
 def _first(query: Query, *names: str) -> str | None:
     for name in names:
         values = query.get(name)
@@ -209,29 +215,71 @@ class JobStore:
         self._flink: dict[tuple[str, int], FlinkJob] = {}
 
     # ---- creation -------------------------------------------------------------------------
+    # ``age_s``: the job started that many seconds ago (its start_time / create_time), so the
+    # watchdog's runtime limits can be tried without waiting. ``tags``: DLI job tags (SQL jobs
+    # report them in the status and list answers, as DLI does).
     def add_sql(
-        self, project_id: str, queue_name: str, status: str, sql: str, job_type: str
+        self,
+        project_id: str,
+        queue_name: str,
+        status: str,
+        sql: str,
+        job_type: str,
+        *,
+        age_s: float = 0.0,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
-        job = SqlJob(str(uuid.uuid4()), queue_name, "", sql, job_type, now_ms(), next(self._seq))
+        job = SqlJob(
+            str(uuid.uuid4()), queue_name, "", sql, job_type, _started(age_s), next(self._seq)
+        )
+        job.tags = [{"key": key, "value": value} for key, value in (tags or {}).items()]
         job.finish(status)
         with self._lock:
             self._sql[(project_id, job.job_id)] = job
         return job.job_id
 
-    def add_spark(self, project_id: str, queue: str, state: str) -> str:
-        batch = SparkBatch(str(uuid.uuid4()), queue, state, now_ms(), next(self._seq))
+    def add_spark(self, project_id: str, queue: str, state: str, *, age_s: float = 0.0) -> str:
+        batch = SparkBatch(str(uuid.uuid4()), queue, state, _started(age_s), next(self._seq))
         if state.lower() in SPARK_TERMINAL:
             batch.update_time = batch.create_time
         with self._lock:
             self._spark[(project_id, batch.batch_id)] = batch
         return batch.batch_id
 
-    def add_flink(self, project_id: str, queue_name: str, status: str) -> int:
-        job = FlinkJob(next(self._flink_ids), project_id, queue_name, status, now_ms(), 0)
+    def add_flink(
+        self, project_id: str, queue_name: str, status: str, *, age_s: float = 0.0
+    ) -> int:
+        job = FlinkJob(next(self._flink_ids), project_id, queue_name, status, _started(age_s), 0)
         job.seq = next(self._seq)
         with self._lock:
             self._flink[(project_id, job.job_id)] = job
         return job.job_id
+
+    def seed(self, project_id: str, seed: Seed) -> list[str | int]:
+        made: list[str | int] = []
+        for _ in range(seed.count):
+            if seed.kind == "sql":
+                tags = dict(seed.tags)
+                made.append(
+                    self.add_sql(
+                        project_id,
+                        seed.queue_name,
+                        seed.job_status,
+                        "SELECT 1",
+                        "QUERY",
+                        age_s=seed.age_s,
+                        tags=tags,
+                    )
+                )
+            elif seed.kind == "spark":
+                made.append(
+                    self.add_spark(project_id, seed.queue_name, seed.job_status, age_s=seed.age_s)
+                )
+            else:
+                made.append(
+                    self.add_flink(project_id, seed.queue_name, seed.job_status, age_s=seed.age_s)
+                )
+        return made
 
     # ---- admin views ----------------------------------------------------------------------
     def find(self, project_id: str, job_id: str) -> tuple[str, str] | None:

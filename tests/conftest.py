@@ -20,20 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from devstack.stack import REPO_ROOT, FunctionServer, PubSubEmulator, gcloud_available
 from tests.e2e_support import LocalStack, start_stack, stop_stack
-
-# Property-based tests: a moderate number of examples by default (every `make test` and CI run),
-# many more with HYPOTHESIS_PROFILE=deep. No deadline: a loaded 2-core CI must not flake.
-settings.register_profile("default", max_examples=100, deadline=None)
-settings.register_profile("deep", max_examples=5000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+from tests.webdriver import browser_available
 
 EMULATOR_MISSING = "gcloud (Pub/Sub emulator) not installed"
+BROWSER_MISSING = "chromium and chromedriver not installed (make browser)"
 UNIT = Path(__file__).resolve().parent / "unit"
 IN_PROCESS_ONLY = "tests/unit runs in process (no gcloud, Java or servers): move it to tests/e2e"
+
+# Property-based tests: a moderate number of examples per test by default (CI), many more with
+# HYPOTHESIS_PROFILE=deep (`make fuzz`). No deadline: a loaded CI machine is slow, not wrong.
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep",
+    max_examples=10000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _in_ci() -> bool:
@@ -56,11 +65,26 @@ def _in_unit_tier(node: pytest.Item) -> bool:
     return UNIT in node.path.resolve().parents
 
 
+def _require_browser() -> None:
+    if browser_available():
+        return
+    if _in_ci():
+        pytest.fail(
+            f"{BROWSER_MISSING}: CI=true, so browser tests must run, not be skipped "
+            "(.ci/run installs them with `make browser`).",
+            pytrace=False,
+        )
+    pytest.skip(BROWSER_MISSING)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in ("emulator", "browser"):
+        if item.get_closest_marker(mark) is not None and _in_unit_tier(item):
+            pytest.fail(f"marked {mark}: {IN_PROCESS_ONLY}", pytrace=False)
     if item.get_closest_marker("emulator") is not None:
-        if _in_unit_tier(item):
-            pytest.fail(f"marked emulator: {IN_PROCESS_ONLY}", pytrace=False)
         _require_gcloud()
+    if item.get_closest_marker("browser") is not None:
+        _require_browser()
 
 
 @pytest.fixture(autouse=True)

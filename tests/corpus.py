@@ -12,6 +12,9 @@ Bad inputs (``tests/bad_inputs/*.json``): one case per file::
      one of "data" (a JSON value, encoded compactly), "body" (raw text, UTF-8),
             "body_b64" (raw bytes), "generate" (built here: see ``_GENERATORS``),
      "message_data"? (cloudevent only: the literal message.data string instead of base64),
+     "message"? (cloudevent only: fields that replace the Pub/Sub message's own, of any JSON
+                 type: "publishTime", "attributes", "messageId", ...; a string publishTime is
+                 the CloudEvent's time too, as functions-framework makes it for a raw push),
      "attributes"?, "topic"? (cloudevent only), "path"? (http only, the request path),
      "expect_error": "InvalidEvent" | "EnvelopeError", "expect_field"}
 """
@@ -49,6 +52,7 @@ class BadInput:
     topic: str | None = None
     path: str = "/"
     message_data: str | None = None
+    message: dict[str, Any] = field(default_factory=dict)
 
     def cloud_event(self) -> CloudEvent:
         """The case as the Eventarc CloudEvent ``cancel_dli_job`` receives."""
@@ -58,6 +62,7 @@ class BadInput:
             self.topic,
             message_id=f"bad-{self.name}",
             raw_data=self.message_data,
+            message_fields=self.message,
         )
 
     def http_body(self) -> bytes:
@@ -98,11 +103,13 @@ def pubsub_cloud_event(
     message_id: str = "1234567890",
     publish_time: str = PUBLISH_TIME,
     raw_data: str | None = None,
+    message_fields: dict[str, Any] | None = None,
 ) -> CloudEvent:
     """A Pub/Sub ``messagePublished`` CloudEvent; no topic gives the source functions-framework
-    builds for a raw push to a URL without the topic path."""
+    builds for a raw push to a URL without the topic path. ``message_fields`` replace the
+    message's own (a string ``publishTime`` among them is the CloudEvent's time too)."""
     resource = f"projects/{GCP_PROJECT}/topics/{topic}" if topic else ""
-    message = {
+    message: dict[str, Any] = {
         "data": base64.b64encode(data).decode() if raw_data is None else raw_data,
         "attributes": dict(attributes or {}),
         "messageId": message_id,
@@ -110,12 +117,14 @@ def pubsub_cloud_event(
         "publishTime": publish_time,
         "publish_time": publish_time,
     }
+    message.update(message_fields or {})
+    time = message.get("publishTime")
     return CloudEvent(
         {
             "id": message_id,
             "source": f"//pubsub.googleapis.com/{resource}",
             "type": MESSAGE_TYPE,
-            "time": publish_time,
+            "time": time if isinstance(time, str) else publish_time,
             "datacontenttype": "application/json",
         },
         {"message": message, "subscription": f"projects/{GCP_PROJECT}/subscriptions/dli-cancel"},
@@ -190,6 +199,7 @@ def _bad_input(path: Path, max_bytes: int, max_jobs: int) -> BadInput:
         topic=case.get("topic"),
         path=case.get("path", "/"),
         message_data=case.get("message_data"),
+        message=case.get("message", {}),
     )
 
 

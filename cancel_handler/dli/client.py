@@ -24,7 +24,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 from urllib.parse import quote, urlsplit
@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 import urllib3
 from urllib3.exceptions import NewConnectionError
 
-from cancel_handler.dli import replies, signer
+from cancel_handler.dli import listing, replies, signer
 from cancel_handler.dli.auth import Auth, Call
 from cancel_handler.dli.errors import DliRefused, Misconfigured, TransientFailure, TransientFault
 from cancel_handler.dli.replies import (
@@ -40,22 +40,18 @@ from cancel_handler.dli.replies import (
     Answer,
     ConfigFault,
     JobState,
-    ListedJob,
+    Page,
     Refusal,
     Reply,
     Transient,
 )
 from cancel_handler.dli.types import (
-    SQL_ACTIVE_STATES,
     CallOutcome,
+    JobKind,
     JobRef,
     is_terminal,
 )
-
-LIST_PAGE_SIZE = 100
-# DLI pages are 1..100 per the API reference; a listing that has not ended after this many
-# pages (a DLI ignoring current-page, with no total) is a reply that cannot be interpreted.
-MAX_LIST_PAGES = 1000
+from cancel_handler.limits import ListedJob
 
 T = TypeVar("T")
 
@@ -184,40 +180,31 @@ class DliClient:
         return self._job_path(job) + "/status"
 
     def list_active_sql_jobs(self, project_id: str, queue_name: str) -> list[str]:
-        """Every LAUNCHING, RUNNING or SCALING SQL job on the queue, across all pages. The
-        states are listed in lifecycle order, so a job that moves on between two listings is
-        still seen."""
-        seen: dict[str, None] = {}
-        for state in SQL_ACTIVE_STATES:
-            for job in self._list_pages(project_id, queue_name, state):
-                if (job.queue_name or queue_name) == queue_name and job.state == state:
-                    seen.setdefault(job.job_id, None)
-        return list(seen)
+        """Every LAUNCHING, RUNNING or SCALING SQL job on the queue, across all pages
+        (``dli.listing``: states in lifecycle order, pages to the total DLI reports)."""
+        return [job.job_id for job in self.list_active(project_id, "sql", queue_name)]
 
-    def _list_pages(self, project_id: str, queue: str, state: str) -> Iterator[ListedJob]:
-        """The jobs of every page, until they reach the total DLI reports or a page comes back
-        empty, whatever page size DLI really used."""
-        path = f"{self._prefix}/v1.0/{_q(project_id)}/jobs"
-        collected = 0
-        for number in range(1, MAX_LIST_PAGES + 1):
-            query = (
-                ("current-page", str(number)),
-                ("job-status", state),
-                ("page-size", str(LIST_PAGE_SIZE)),
-                ("queue_name", queue),
-            )
-            got = self._call(Call("GET", path, project_id, query=query), replies.read_page("sql"))
+    def list_active(
+        self, project_id: str, kind: JobKind, queue_name: str | None = None
+    ) -> list[ListedJob]:
+        """Every active job of ``kind`` on the queue (``None``: every queue), all pages, with
+        what the watchdog needs (``dli.listing``)."""
+        return listing.list_active(
+            self._page_reader(kind), self._prefix, project_id, kind, queue_name
+        )
+
+    def _page_reader(self, kind: JobKind) -> Callable[[Call], Page]:
+        """Reads one listing page (``dli.replies.read_page``); ``DliRefused`` when DLI
+        refuses it."""
+        read = replies.read_page(kind)
+
+        def page(call: Call) -> Page:
+            got = self._call(call, read)
             if isinstance(got.value, Refusal):
                 raise _refused(got.value, got.request_id)
-            yield from got.value.jobs
-            collected += len(got.value.jobs)
-            if not replies.more_pages(collected, got.value):
-                return
-        raise TransientFailure(
-            replies.BAD_REPLY,
-            f"the {state} listing of queue {queue} did not end after {MAX_LIST_PAGES} pages",
-            1,
-        )
+            return got.value
+
+        return page
 
     # -- transport ------------------------------------------------------------------------
 

@@ -152,23 +152,20 @@ class JobState:
 
 
 @dataclass(frozen=True)
-class ListedJob:
-    job_id: str  # Flink's integer ids as digits
+class PageJob:
+    """One job of a listing page: its id (Flink's integer ids as digits), its state, the
+    queue it is on if the entry says, and DLI's whole entry."""
+
+    job_id: str
     state: str
     queue_name: str | None
-    fields: Mapping[str, Any] = field(repr=False, default_factory=dict)  # DLI's whole entry
+    fields: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Page:
-    jobs: tuple[ListedJob, ...]
+    jobs: tuple[PageJob, ...]
     total: int | None  # the total DLI reports (job_count, total, total_count), if any
-
-
-def more_pages(collected: int, page: Page) -> bool:
-    """Whether to ask for the next page: until the jobs collected reach the total DLI reports,
-    or a page comes back empty, whatever page size DLI really used."""
-    return bool(page.jobs) and (page.total is None or collected < page.total)
 
 
 # -- classification ----------------------------------------------------------------------------
@@ -297,7 +294,10 @@ TOTAL_KEYS = ("job_count", "total", "total_count")
 
 
 def read_page(kind: JobKind) -> Callable[[Answer], Page | Refusal]:
-    """The reader of one listing page (SQL jobs, Spark batches, Flink jobs)."""
+    """The reader of one listing page (SQL jobs, Spark batches, Flink jobs). A page whose
+    structure is wrong (not an object, a job list that is not a list, a total that is not a
+    count) is a bad reply; an entry that names no job (not an object, no id or state of the
+    right type) is left out: it cannot be cancelled, and the rest of the page still counts."""
     container_key, jobs_key, id_key, state_key, queue_keys = _LISTS[kind]
 
     def read(answer: Answer) -> Page | Refusal:
@@ -312,26 +312,22 @@ def read_page(kind: JobKind) -> Callable[[Answer], Page | Refusal]:
             entries = []
         if not isinstance(entries, list):
             raise BadReply(f"the listing's {jobs_key} is {type_name(entries)}, not a list")
-        jobs = tuple(_listed(entry, id_key, state_key, queue_keys) for entry in entries)
-        return Page(jobs, _total(container))
+        listed = (_listed(entry, id_key, state_key, queue_keys) for entry in entries)
+        return Page(tuple(job for job in listed if job is not None), _total(container))
 
     return read
 
 
-def _listed(entry: Any, id_key: str, state_key: str, queue_keys: tuple[str, ...]) -> ListedJob:
-    job = _object(entry, "a listed job")
-    job_id = job.get(id_key)
+def _listed(entry: Any, id_key: str, state_key: str, queue_keys: tuple[str, ...]) -> PageJob | None:
+    if not isinstance(entry, dict):
+        return None
+    job_id, state = entry.get(id_key), entry.get(state_key)
     if isinstance(job_id, int) and not isinstance(job_id, bool) and job_id >= 0:
         job_id = str(job_id)
-    if not isinstance(job_id, str) or not job_id:
-        raise BadReply(f"a listed job's {id_key} is {type_name(job_id)}")
-    state = job.get(state_key)
-    if not isinstance(state, str):
-        raise BadReply(f"a listed job's {state_key} is {type_name(state)}")
-    queue = next((job[k] for k in queue_keys if k in job and job[k] is not None), None)
-    if queue is not None and not isinstance(queue, str):
-        raise BadReply(f"a listed job's queue is {type_name(queue)}")
-    return ListedJob(job_id, state, queue, job)
+    if not isinstance(job_id, str) or not job_id or not isinstance(state, str):
+        return None
+    queue = next((entry[k] for k in queue_keys if isinstance(entry.get(k), str) and entry[k]), None)
+    return PageJob(job_id, state, queue, entry)
 
 
 def _total(container: Mapping[str, Any]) -> int | None:

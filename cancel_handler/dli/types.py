@@ -4,7 +4,10 @@ which job states are over. Standard library only, so the event models can use it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+if TYPE_CHECKING:
+    from cancel_handler.limits import ListedJob
 
 JobKind = Literal["sql", "spark", "flink"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
@@ -56,7 +59,7 @@ class Jobs(Protocol):
     """What the plan and the handler need from DLI (``DliClient``; a fake in unit tests).
 
     ``cancel`` returns a ``CallOutcome`` or raises ``DliUnavailable``; ``job_state`` and
-    ``list_active_sql_jobs`` also raise ``Refused`` (see ``dli.errors``)."""
+    ``list_active_sql_jobs`` and ``list_active`` also raise ``Refused`` (see ``dli.errors``)."""
 
     def bounded(self, deadline: float | None) -> Jobs: ...
 
@@ -65,3 +68,7 @@ class Jobs(Protocol):
     def job_state(self, job: JobRef) -> str | None: ...
 
     def list_active_sql_jobs(self, project_id: str, queue_name: str) -> list[str]: ...
+
+    def list_active(
+        self, project_id: str, kind: JobKind, queue_name: str | None = None
+    ) -> list[ListedJob]: ...

@@ -1,9 +1,10 @@
-"""Event models: the payload of a ``Delivery`` -> one ``CancelEvent``, ``Ignored``, or
-``InvalidEvent``.
+"""Event models: the payload of a ``Delivery`` -> one ``CancelEvent``, ``ApprovalEvent``,
+``Ignored``, or ``InvalidEvent``.
 
-Three payload formats, detected from the data: a Cloud Monitoring incident (``version`` and
-``incident``), a Cloud Billing budget notification (``costAmount`` and ``budgetAmount``, or the
-``schemaVersion`` and ``budgetId`` attributes), else our own event schema.
+Five payload formats, detected from the data: an approval (``approve``), a Cloud Monitoring
+incident (``version`` and ``incident``), a Cloud Billing budget notification (``costAmount``
+and ``budgetAmount``, or the ``schemaVersion`` and ``budgetId`` attributes), the watchdog's
+sweep (``"sweep": true``), else our own event schema.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cancel_handler.envelopes import Delivery
-from cancel_handler.events import budget, incident, ours
+from cancel_handler.events import approve, budget, incident, ours, sweep
+from cancel_handler.events.approve import ApprovalEvent
 from cancel_handler.events.common import (
     EVENT_TYPES,
     CancelEvent,
@@ -22,10 +24,12 @@ from cancel_handler.events.common import (
     InvalidEvent,
     Partial,
     SourceFormat,
-    load_json_object,
+    json_object,
 )
+from cancel_handler.jsonbody import read_object
 
 __all__ = [
+    "ApprovalEvent",
     "CancelEvent",
     "EventRules",
     "EventType",
@@ -37,11 +41,14 @@ __all__ = [
     "prepare",
 ]
 
-_Parse = Callable[[dict[str, Any], Delivery, EventRules], CancelEvent | Ignored]
+Parsed = CancelEvent | ApprovalEvent | Ignored
+_Parse = Callable[[dict[str, Any], Delivery, EventRules], Parsed]
 _Salvage = Callable[[dict[str, Any], Delivery, EventRules], Partial]
 _FORMATS: dict[SourceFormat, tuple[_Parse, _Salvage]] = {
+    "approval": (approve.parse, approve.salvage),
     "incident": (incident.parse, incident.salvage),
     "budget_notification": (budget.parse, budget.salvage),
+    "sweep": (sweep.parse, sweep.salvage),
     "event": (ours.parse, ours.salvage),
 }
 
@@ -50,12 +57,13 @@ def prepare() -> None:
     """Build the validator of our own event schema now (the models are built on first use,
     so a cold start pays only for the formats it meets)."""
     ours.OurEvent.model_rebuild(force=True)
+    sweep.SweepEvent.model_rebuild(force=True)
 
 
-def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
+def parse_event(delivery: Delivery, rules: EventRules) -> Parsed:
     """Raises ``InvalidEvent`` naming the offending field."""
     try:
-        payload = load_json_object(delivery.data)
+        payload = json_object(delivery.read or read_object(delivery.data))
     except InvalidEvent as error:
         error.fill(Partial(event_type=_declared_event_type(delivery)))
         raise
@@ -69,10 +77,14 @@ def parse_event(delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
 
 
 def detect_format(payload: dict[str, Any], attributes: dict[str, str]) -> SourceFormat:
+    if approve.is_approval(payload):
+        return "approval"
     if incident.is_incident(payload):
         return "incident"
     if budget.is_budget_notification(payload, attributes):
         return "budget_notification"
+    if sweep.is_sweep(payload):
+        return "sweep"
     return "event"
 
 

@@ -2,7 +2,9 @@
 
 Google sends these several times a day whatever the spend, so a notification below
 ``BUDGET_THRESHOLD`` (and one whose budget has no entry in ``BUDGET_TARGETS``) is ``Ignored``:
-nothing is cancelled and nothing is published. ``forecastThresholdExceeded`` alone never acts.
+nothing is cancelled and nothing is published. ``forecastThresholdExceeded`` alone never acts,
+and neither does a budget whose ``budgetAmount`` is 0 or negative (a "last period's spend"
+budget after a month without spend is 0: any cost would pass its threshold).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> Can
     note = c.validate_model(BudgetNotification, payload)
     budget_id = delivery.attributes.get("budgetId")
     name = c.show(note.budget_display_name or budget_id or "unnamed")
+    if note.budget_amount <= 0:
+        return Ignored(
+            f"budget {name} has budgetAmount {_number(note.budget_amount)}: a budget that is "
+            "not positive is never acted on"
+        )
     verdict = _threshold_reason(note, rules.budget_threshold)
     if verdict is None:
         return Ignored(_below_threshold(note, name, rules.budget_threshold))
@@ -116,12 +123,8 @@ def _threshold_reason(note: BudgetNotification, threshold: float) -> str | None:
 
 
 def _below_threshold(note: BudgetNotification, name: str, threshold: float) -> str:
-    share = (
-        f"{note.cost_amount / note.budget_amount:.0%}"
-        if note.budget_amount > 0
-        else "an unknown share"
-    )
-    return f"budget {name} at {share} of its amount, below threshold {threshold!r}"
+    share = note.cost_amount / note.budget_amount
+    return f"budget {name} at {share:.0%} of its amount, below threshold {threshold!r}"
 
 
 def _target(budget_id: str | None, rules: EventRules) -> tuple[str, BudgetTarget] | None:

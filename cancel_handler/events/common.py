@@ -7,7 +7,6 @@ hex characters for projects, DLI queue naming for queues), with no coercion and 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,23 +16,22 @@ from pydantic import BaseModel, ValidationError
 
 from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
+from cancel_handler.jsonbody import MAX_DEPTH as MAX_DEPTH
+from cancel_handler.jsonbody import JsonRead, read_object
+from cancel_handler.jsonbody import show as show
 
 EventType = Literal["job-timeout", "budget-exceeded"]
-SourceFormat = Literal["event", "budget_notification", "incident"]
+SourceFormat = Literal["event", "budget_notification", "incident", "approval", "sweep"]
 
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
-MAX_DEPTH = 32
 MAX_REASON_CHARS = 1000
 MAX_CONTEXT_CHARS = 200
-MAX_SHOWN_CHARS = 60
 FLINK_MAX_ID = 2**63 - 1
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,127}")
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}")
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -51,6 +49,11 @@ class CancelEvent:
     context: dict[str, Any]
     source_format: SourceFormat
     source_event_id: str | None = None
+
+    @property
+    def is_sweep(self) -> bool:
+        """The watchdog's sweep: no job named, the plan lists the queues (SPEC 7)."""
+        return self.source_format == "sweep"
 
 
 @dataclass(frozen=True)
@@ -116,18 +119,6 @@ class EventRules:
         )
 
 
-def show(value: Any) -> str:
-    """A short, log-safe rendering of caller input for error messages."""
-    if isinstance(value, str):
-        text = ascii(value[:MAX_SHOWN_CHARS])
-        return text + "..." if len(value) > MAX_SHOWN_CHARS else text
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = type(value).__name__
-    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
-
-
 def clip(value: Any, limit: int = MAX_CONTEXT_CHARS) -> Any:
     """A JSON scalar for a result's context, strings cut to ``limit`` characters."""
     if isinstance(value, str):
@@ -139,33 +130,25 @@ def clip(value: Any, limit: int = MAX_CONTEXT_CHARS) -> Any:
 
 def small_object(value: Mapping[str, Any], max_keys: int = 20) -> dict[str, Any]:
     """The scalar entries of a caller's object, bounded, for echoing into results."""
-    kept = {str(k)[:64]: clip(v) for k, v in value.items() if clip(v) is not None}
-    return dict(list(kept.items())[:max_keys])
+    kept: dict[str, Any] = {}
+    for key, item in value.items():
+        if len(kept) == max_keys:
+            break
+        if clip(item) is not None:
+            kept[str(key)[:64]] = clip(item)
+    return kept
 
 
 def load_json_object(data: bytes) -> dict[str, Any]:
     """UTF-8 JSON object, no NaN/Infinity, no duplicate keys, nested at most ``MAX_DEPTH``."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidEvent(
-            "data", f"data is not UTF-8 (bad byte at offset {error.start})"
-        ) from None
-    if not text.strip():
-        raise InvalidEvent("data", "data is empty: expected a JSON object")
-    if _nesting_depth(text) > MAX_DEPTH:
-        raise InvalidEvent("data", f"data is nested deeper than {MAX_DEPTH} levels")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except InvalidEvent:
-        raise
-    except RecursionError:
-        raise InvalidEvent("data", f"data is nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as error:
-        raise InvalidEvent("data", f"data is not valid JSON: {str(error)[:100]}") from None
-    if not isinstance(value, dict):
-        raise InvalidEvent("data", f"data must be a JSON object, got {_json_kind(value)}")
-    return value
+    return json_object(read_object(data))
+
+
+def json_object(read: JsonRead) -> dict[str, Any]:
+    """The object read, or ``InvalidEvent`` on ``data`` saying why there is none."""
+    if read.value is None or read.problem is not None:
+        raise InvalidEvent("data", read.problem or "data is not a JSON object")
+    return read.value
 
 
 def validate_model(model: type[M], payload: Mapping[str, Any]) -> M:
@@ -349,41 +332,3 @@ def _event_type_value(value: Any, path: str) -> EventType | None:
     raise InvalidEvent(
         path, f"{path} must be 'job-timeout' or 'budget-exceeded', got {show(value)}"
     )
-
-
-def _nesting_depth(text: str) -> int:
-    depth = deepest = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-        else:
-            depth -= 1
-    return deepest
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidEvent("data", f"data contains {name}, which is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidEvent("data", f"data repeats the key {show(key)} in one object")
-        result[key] = value
-    return result
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array"

@@ -26,6 +26,7 @@ class OurEvent(BaseModel):
     reason: str | None = None
     dry_run: bool | None = None
     budget: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None  # echoed (bounded): a sweep's share carries its own
     source_event_id: str | None = None
 
 
@@ -35,13 +36,13 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> Can
     kind: JobKind = event.job_kind or "sql"
     project = c.project_id(event.project_id, "project_id")
     queues: tuple[str, ...] = ()
-    context: dict[str, Any] = {}
+    context: dict[str, Any] = c.small_object(event.context) if event.context else {}
     if event_type == "job-timeout":
         ids = _timeout_targets(event, kind)
     else:
         ids, queues = _budget_targets(event, kind, rules.max_jobs_per_event)
         if event.budget:
-            context = {"budget": c.small_object(event.budget)}
+            context["budget"] = c.small_object(event.budget)
     return CancelEvent(
         event_type=event_type,
         project_id=project,

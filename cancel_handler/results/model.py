@@ -45,6 +45,8 @@ class ResultEvent:
     handled_at: str = field(default_factory=utc_now_text)
     queue_name: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    approval_token: str | None = None  # a proposal (SPEC section 8)
+    approval_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The published JSON object. Text that came from DLI or from the event (messages,
@@ -56,6 +58,9 @@ class ResultEvent:
             del data["queue_name"]
         if not data["context"]:
             del data["context"]
+        for name in ("approval_token", "approval_url"):
+            if data[name] is None:
+                del data[name]
         redacted: dict[str, Any] = logs.redact_value(data)
         return redacted
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 PUBLISH_TIMEOUT_S = 30.0
 MAX_PER_REQUEST = 1000  # Pub/Sub's limit of messages in one Publish request
+# Pub/Sub takes 10 MB per request; gRPC servers (the emulator) often 4 MiB. Proposals carry
+# their approval token in every result (about 31 KB for 1,000 jobs), so size counts too.
+MAX_REQUEST_BYTES = 3_500_000
 
 
 class Publisher:
@@ -57,9 +60,10 @@ class PubSubSink:
     or network fails the event in seconds, not minutes.
 
     It calls the Publish RPC itself (the generated ``google.pubsub_v1`` client), one request per
-    up to 1000 results, instead of the high-level client's batching: a lone result is sent at
-    once rather than after a batching window, and a bulk event's results still travel in a few
-    large requests. Requests run on a small pool, so publishing overlaps with cancelling.
+    up to 1000 results (and MAX_REQUEST_BYTES), instead of the high-level client's batching: a
+    lone result is sent at once rather than after a batching window, and a bulk event's results
+    still travel in a few large requests. Requests run on a small pool, so publishing overlaps
+    with cancelling.
     """
 
     def __init__(self, topic: str, publisher: Publisher) -> None:
@@ -77,9 +81,7 @@ class PubSubSink:
         if not messages:
             return nothing_to_wait_for
         deadline = time.monotonic() + self._timeout_s
-        chunks = [
-            messages[i : i + MAX_PER_REQUEST] for i in range(0, len(messages), MAX_PER_REQUEST)
-        ]
+        chunks = _chunks(messages)
         futures = [
             self._publisher.executor().submit(self._send, chunk, deadline) for chunk in chunks
         ]
@@ -123,6 +125,20 @@ class PubSubSink:
         return PublishError(
             logs.redact(f"publishing to {self.topic} failed: {type(exc).__name__}: {reason}")
         )
+
+
+def _chunks(messages: Sequence[Message]) -> list[Sequence[Message]]:
+    """Consecutive runs of at most MAX_PER_REQUEST messages and about MAX_REQUEST_BYTES."""
+    chunks: list[Sequence[Message]] = []
+    start, size = 0, 0
+    for i, (data, attributes) in enumerate(messages):
+        weight = len(data) + sum(len(k) + len(v) for k, v in attributes.items()) + 64
+        if i > start and (i - start == MAX_PER_REQUEST or size + weight > MAX_REQUEST_BYTES):
+            chunks.append(messages[start:i])
+            start, size = i, 0
+        size += weight
+    chunks.append(messages[start:])
+    return chunks
 
 
 def _pubsub_message(data: bytes, attributes: dict[str, str]) -> Any:

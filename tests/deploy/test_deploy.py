@@ -16,6 +16,10 @@ Nothing here touches Google Cloud. The checks, cheapest first:
   and, where gcloud is installed, gcloud itself parses each call offline (no credentials, API
   endpoints pointed at a closed local port): an argument error fails the test, the "no active
   account" error that follows a successful parse passes it.
+- Every topic has a consumer: the build's steps run (their bash scripts against a stand-in
+  gcloud that records its calls), with and without ``_FANOUT_TOPIC``; every topic they create
+  is a trigger of a deployed event function or has a subscription (the result topic excepted:
+  it is the output), and every event function gets invoker rights and a dead-letter policy.
 - The uploaded function source (``.gcloudignore-function``): main.py, requirements.txt and
   every module main.py reaches, nothing else; main.py never reaches the local tools
   (dli_simulator, devstack, bench).
@@ -190,6 +194,59 @@ KNOWN_FLAGS: dict[tuple[str, ...], set[str]] = {
         "--update-labels",
     },
     ("pubsub", "subscriptions", "add-iam-policy-binding"): {"--member", "--role"},
+    ("scheduler", "jobs", "describe"): {"--location"},
+    ("scheduler", "jobs", "create", "http"): {
+        "--location",
+        "--schedule",
+        "--uri",
+        "--attempt-deadline",
+        "--description",
+        "--headers",
+        "--http-method",
+        "--max-backoff",
+        "--max-doublings",
+        "--max-retry-attempts",
+        "--max-retry-duration",
+        "--min-backoff",
+        "--time-zone",
+        "--message-body",
+        "--message-body-from-file",
+        "--oauth-service-account-email",
+        "--oauth-token-scope",
+        "--oidc-service-account-email",
+        "--oidc-token-audience",
+    },
+    ("scheduler", "jobs", "update", "http"): {
+        "--location",
+        "--schedule",
+        "--uri",
+        "--attempt-deadline",
+        "--description",
+        "--http-method",
+        "--time-zone",
+        "--clear-time-zone",
+        "--update-headers",
+        "--remove-headers",
+        "--clear-headers",
+        "--message-body",
+        "--message-body-from-file",
+        "--clear-message-body",
+        "--oauth-service-account-email",
+        "--oauth-token-scope",
+        "--oidc-service-account-email",
+        "--oidc-token-audience",
+        "--clear-auth-token",
+        "--max-backoff",
+        "--max-doublings",
+        "--max-retry-attempts",
+        "--max-retry-duration",
+        "--min-backoff",
+        "--clear-max-backoff",
+        "--clear-max-doublings",
+        "--clear-max-retry-attempts",
+        "--clear-max-retry-duration",
+        "--clear-min-backoff",
+    },
 }
 
 # Shell variables of deploy.yaml's bash steps, with stand-in values for the offline gcloud runs.
@@ -199,6 +256,12 @@ SHELL_VARIABLES = {
     "fn": "dli-cancel-job-timeout",
     "trigger": "projects/drift-test-project/locations/europe-west3/triggers/dli-cancel-123",
     "agent": "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com",
+    "job": "dli-cancel-sweep",
+    "sa": "dli-cancel-scheduler@drift-test-project.iam.gserviceaccount.com",
+    "uri": "https://pubsub.googleapis.com/v1/projects/drift-test-project/topics/job-timeout:publish",
+    "body": '{"messages":[{"data":"e30=","attributes":{"event_type":"job-timeout"}}]}',
+    "schedule": "*/5 * * * *",
+    "zone": "Etc/UTC",
 }
 # A bash step that ends in this line runs `gcloud` with the step's arguments after $0 and $1.
 EXEC_GCLOUD = 'exec gcloud "$$@"'
@@ -499,13 +562,20 @@ def test_required_configuration_is_set() -> None:
         assert {"IAM_ENDPOINT", "IAM_USERNAME", "IAM_DOMAIN", "IAM_PASSWORD_FILE"} <= set(env)
 
 
+SECRET_FILES = {  # variable -> a stand-in for the mounted file's content
+    "DLI_CREDENTIALS_FILE": '{"ak": "AK", "sk": "SK"}',
+    "IAM_PASSWORD_FILE": "pw",
+    "APPROVAL_KEY_FILE": "stand-in-approval-key-0123456789abcdef\n",
+}
+
+
 def _settings_env(env: Mapping[str, str], tmp_path: Path) -> dict[str, str]:
     """``env`` with the mounted secret files replaced by files in ``tmp_path``."""
     result = dict(env)
-    for name in ("DLI_CREDENTIALS_FILE", "IAM_PASSWORD_FILE"):
+    for name, content in SECRET_FILES.items():
         if name in result:
-            stand_in = tmp_path / Path(result[name]).name
-            stand_in.write_text('{"ak": "AK", "sk": "SK"}' if name.startswith("DLI") else "pw")
+            stand_in = tmp_path / f"{name}-{Path(result[name]).name}"
+            stand_in.write_text(content)
             result[name] = str(stand_in)
     return result
 
@@ -521,8 +591,13 @@ def _settings_env(env: Mapping[str, str], tmp_path: Path) -> dict[str, str]:
             "_FANOUT_TOPIC": "dli-cancel-fanout",
             "_BUDGET_TARGETS": json.dumps({"*": {"queue_names": ["etl", "adhoc"]}}),
         },
+        {
+            "_BUDGET_ACTION": "propose",
+            "_APPROVAL_TTL_S": "3600",
+            "_APPROVAL_BASE_URL": "https://europe-west3-p.cloudfunctions.net/dli-cancel-http",
+        },
     ],
-    ids=["endpoint", "region", "live"],
+    ids=["endpoint", "region", "live", "propose"],
 )
 def test_load_settings_accepts_the_deployed_environment(
     overrides: dict[str, str], tmp_path: Path
@@ -541,6 +616,18 @@ def test_load_settings_accepts_the_deployed_environment(
         assert settings.fanout_topic == f"projects/{project}/topics/{values['_FANOUT_TOPIC']}"
         assert len(settings.budget_targets) == 1
         assert len(settings.allowed_project_ids) == 2
+    assert settings.budget_action == values["_BUDGET_ACTION"]
+    assert settings.approval_ttl_s == int(values["_APPROVAL_TTL_S"])
+    assert settings.approval_base_url == (values["_APPROVAL_BASE_URL"] or None)
+    assert settings.approval_key_file  # mounted in both modes
+
+
+def test_budget_events_cancel_unless_told_to_propose() -> None:
+    assert DECLARED["_BUDGET_ACTION"] == "cancel"
+    assert DECLARED["_APPROVAL_KEY_SECRET"]
+    env = function_env()
+    assert env["BUDGET_ACTION"] == "cancel"
+    assert env["APPROVAL_KEY_FILE"].startswith("/")
 
 
 def test_dry_run_is_the_default() -> None:
@@ -588,6 +675,8 @@ def test_config_step_writes_the_env_file_the_deploys_read(tmp_path: Path) -> Non
         ({"_DLI_PROJECT_ID": "not-a-project"}, "DLI_PROJECT_ID must be 32 lower-case hex"),
         ({"_DRY_RUN": "maybe"}, "DRY_RUN must be true or false"),
         ({"_BUDGET_TARGETS": "{not json"}, "BUDGET_TARGETS is not valid JSON"),
+        ({"_BUDGET_ACTION": "ask"}, "BUDGET_ACTION must be 'cancel' or 'propose'"),
+        ({"_APPROVAL_BASE_URL": "http://fn.example.com"}, "APPROVAL_BASE_URL must be an https"),
     ],
 )
 def test_config_step_stops_a_bad_configuration(
@@ -615,7 +704,7 @@ def test_entry_points_match_main_py() -> None:
 def test_one_event_function_per_spec_topic() -> None:
     assert tuple(TRIGGER_TOPICS) == SPEC_TOPICS
     topics = [c.flags["--trigger-topic"] or "" for c in event_deploys()]
-    assert sorted(topics) == sorted(SPEC_TOPICS)
+    assert sorted(topics) == sorted([*SPEC_TOPICS, "${_FANOUT_TOPIC}"])  # fan-out: when set
     names = [c.positionals[0] for c in event_deploys()]
     assert len(set(names)) == len(names)
     topics_script = step("topics")["args"][1]
@@ -658,7 +747,8 @@ def test_every_deploy_is_private_and_identical_in_configuration() -> None:
 
 def test_secrets_are_mounted_where_the_configuration_points() -> None:
     env = function_env()
-    expected = {env[n] for n in ("DLI_CREDENTIALS_FILE", "IAM_PASSWORD_FILE") if n in env}
+    expected = {env[n] for n in SECRET_FILES if n in env}
+    assert env["APPROVAL_KEY_FILE"] in expected
     for call in deploy_calls():
         secrets = call.multi("--set-secrets")
         assert secrets, f"{call.step_id}: no --set-secrets"
@@ -696,16 +786,6 @@ def test_dead_letter_policy_comes_after_the_event_age_limit() -> None:
     )
 
 
-def test_dead_letter_step_covers_every_event_function() -> None:
-    script = step("dead-letter")["args"][1]
-    [loop] = re.findall(r"for fn in ([^;]+);", script)
-    assert sorted(loop.split()) == sorted(c.positionals[0] for c in event_deploys())
-    updates = [c for c in gcloud_calls() if c.command == ("pubsub", "subscriptions", "update")]
-    assert updates and all(
-        resolved_flags(c)["--dead-letter-topic"] == DECLARED["_DEAD_LETTER_TOPIC"] for c in updates
-    )
-
-
 def test_trigger_identity_may_invoke_each_event_function() -> None:
     bindings = [
         c for c in gcloud_calls() if c.command == ("functions", "add-invoker-policy-binding")
@@ -718,6 +798,129 @@ def test_trigger_identity_may_invoke_each_event_function() -> None:
             f"serviceAccount:{DECLARED['_TRIGGER_SA']}@{BUILTINS['PROJECT_ID']}"
             ".iam.gserviceaccount.com"
         )
+
+
+# -- every topic has a consumer (the build's scripts run against a stand-in gcloud) -----------
+
+STAND_IN_GCLOUD = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["GCLOUD_CALLS"], "a", encoding="utf-8") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:3] in (["pubsub", "topics", "describe"], ["pubsub", "subscriptions", "describe"]):
+    sys.exit(1)  # nothing exists yet: the build creates it
+if "describe" in args:
+    print("projects/drift-test-project/locations/europe-west3/stand-in")
+"""
+
+
+def run_step(step_id: str, values: Mapping[str, str], workdir: Path) -> list[list[str]]:
+    """The gcloud calls a step makes with these substitutions: a ``gcloud`` step's own, or
+    those its bash script makes when run against a stand-in gcloud that records them."""
+    found = step(step_id)
+    args = [substitute(str(a), values) for a in found.get("args", [])]
+    if found["entrypoint"] == "gcloud":
+        return [args]
+    assert found["entrypoint"] == "bash" and args[0] == "-c", step_id
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(STAND_IN_GCLOUD.format(python=sys.executable), encoding="utf-8")
+    gcloud.chmod(0o755)
+    log = workdir / f"{step_id}.calls"
+    log.unlink(missing_ok=True)
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "GCLOUD_CALLS": str(log)}
+    done = subprocess.run(
+        ["bash", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"step {step_id}: {done.stderr}"
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+
+
+def built(values: Mapping[str, str], workdir: Path) -> dict[str, list[list[str]]]:
+    """The gcloud calls of every step that makes any (not ``config`` and ``test``), by id."""
+    return {
+        s["id"]: run_step(s["id"], values, workdir)
+        for s in STEPS
+        if s["id"] not in ("config", "test")
+    }
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    values = [a.partition("=")[2] for a in argv if a.startswith(name + "=")]
+    return values[0] if values else None
+
+
+def event_functions(calls: dict[str, list[list[str]]]) -> dict[str, list[str]]:
+    """The event-driven functions the build deploys: name -> its deploy call."""
+    deploys = [c for cs in calls.values() for c in cs if c[:2] == ["functions", "deploy"]]
+    return {c[2]: c for c in deploys if flag(c, "--trigger-topic")}
+
+
+FANOUT_VALUES = ["", "dli-cancel-fanout"]
+
+
+@pytest.mark.parametrize("fanout", FANOUT_VALUES, ids=["no-fanout", "fanout"])
+def test_every_topic_the_build_creates_has_a_consumer(fanout: str, tmp_path: Path) -> None:
+    values = substitution_values(_FANOUT_TOPIC=fanout)
+    calls = built(values, tmp_path)
+
+    created = {c[3] for c in calls["topics"] if c[:3] == ["pubsub", "topics", "create"]}
+    triggers = {flag(c, "--trigger-topic") for c in event_functions(calls).values()}
+    subscribed = {
+        flag(c, "--topic") for cs in calls.values() for c in cs if c[:3] == SUBSCRIPTION_CREATE
+    }
+    # The result topic is the function's output: the operator's systems consume it.
+    unconsumed = created - triggers - subscribed - {values["_RESULT_TOPIC"]}
+    assert not unconsumed, f"topics nothing consumes: messages sent there are lost: {unconsumed}"
+    assert set(SPEC_TOPICS) <= triggers
+    env_fanout = function_env(values).get("FANOUT_TOPIC", "")
+    assert env_fanout == fanout
+    assert (fanout in created) is bool(fanout) and (fanout in triggers) is bool(fanout)
+
+
+SUBSCRIPTION_CREATE = ["pubsub", "subscriptions", "create"]
+
+
+def test_fanout_shares_go_to_an_event_function_like_the_others(tmp_path: Path) -> None:
+    values = substitution_values(_FANOUT_TOPIC="dli-cancel-fanout")
+    functions = event_functions(built(values, tmp_path))
+    [consumer] = [
+        c for c in functions.values() if flag(c, "--trigger-topic") == "dli-cancel-fanout"
+    ]
+    [budget] = [c for c in functions.values() if flag(c, "--trigger-topic") == "budget-exceeded"]
+
+    assert flag(consumer, "--entry-point") == EVENT_ENTRY_POINT == flag(budget, "--entry-point")
+    assert "--retry" in consumer  # a share that meets a transient fault comes again
+    unlike = {"--trigger-topic"}
+    assert {a for a in consumer[3:] if a.partition("=")[0] not in unlike} == {
+        a for a in budget[3:] if a.partition("=")[0] not in unlike
+    }
+
+
+@pytest.mark.parametrize("fanout", FANOUT_VALUES, ids=["no-fanout", "fanout"])
+def test_each_event_function_gets_invoker_rights_and_a_dead_letter_policy(
+    fanout: str, tmp_path: Path
+) -> None:
+    values = substitution_values(_FANOUT_TOPIC=fanout)
+    calls = built(values, tmp_path)
+    functions = set(event_functions(calls))
+
+    invokers = {
+        c[2]
+        for cs in calls.values()
+        for c in cs
+        if c[:2] == ["functions", "add-invoker-policy-binding"]
+    }
+    described = {c[2] for c in calls["dead-letter"] if c[:2] == ["functions", "describe"]}
+    updates = [c for c in calls["dead-letter"] if c[:3] == ["pubsub", "subscriptions", "update"]]
+    assert invokers == functions
+    assert described == functions
+    assert len(updates) == len(functions)
+    assert all(flag(c, "--dead-letter-topic") == values["_DEAD_LETTER_TOPIC"] for c in updates)
+    assert ("dli-cancel-fanout" in functions) is bool(fanout)
 
 
 # -- gcloud flags ----------------------------------------------------------------------------
@@ -752,7 +955,8 @@ def _isolated_gcloud_env(config_dir: Path) -> dict[str, str]:
         }
     )
     # Should credentials turn up anyway, no request can leave this machine.
-    for api in ("CLOUDFUNCTIONS", "PUBSUB", "EVENTARC", "RUN", "IAM", "STORAGE", "CLOUDBUILD"):
+    apis = ("CLOUDFUNCTIONS", "PUBSUB", "EVENTARC", "RUN", "IAM", "STORAGE", "CLOUDBUILD")
+    for api in (*apis, "CLOUDSCHEDULER"):
         env[f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api}"] = "http://127.0.0.1:9/"
     return env
 

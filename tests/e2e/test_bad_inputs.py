@@ -122,6 +122,7 @@ def as_cloud_event(case: BadInput) -> CloudEvent:
             message_id=f"ce-{case.name}",
             publish_time=event_time(),
             raw_data=case.message_data,
+            message_fields=case.message,
         )
     return pubsub_cloud_event(
         case.http_body(), message_id=f"ce-x-{case.name}", publish_time=event_time()

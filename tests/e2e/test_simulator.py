@@ -477,6 +477,40 @@ def test_admin_jobs_and_state(sim: Simulator) -> None:
     assert admin(sim, "POST", "jobs", {"project_id": PID, "kind": "hive"}).status_code == 400
 
 
+def test_admin_seeds_jobs_of_a_given_age_with_tags(sim: Simulator) -> None:
+    before_ms = time.time() * 1000
+    seeded = {
+        "project_id": PID,
+        "kind": "sql",
+        "queue_name": "etl",
+        "age_s": 7200,
+        "tags": {"dli-cancel": "exempt"},
+    }
+    [sql] = admin(sim, "POST", "jobs", seeded).json()["job_ids"]
+    [spark] = admin(sim, "POST", "jobs", {"project_id": PID, "kind": "spark", "age_s": 600}).json()[
+        "job_ids"
+    ]
+    [flink] = admin(sim, "POST", "jobs", {"project_id": PID, "kind": "flink", "age_s": 90}).json()[
+        "job_ids"
+    ]
+
+    [job] = signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs").json()["jobs"]
+    assert job["job_id"] == sql and job["status"] == "RUNNING"
+    assert before_ms - 7_200_000 - 1000 <= job["start_time"] <= before_ms - 7_200_000 + 1000
+    assert 7_200_000 <= job["duration"] < 7_300_000
+    assert job["tags"] == [{"key": "dli-cancel", "value": "exempt"}]
+    [batch] = signed(sim.base_url, "GET", f"/v2.0/{PID}/batches").json()["sessions"]
+    assert batch["id"] == spark and 600_000 <= batch["duration"] < 700_000
+    assert abs(batch["create_time"] - (before_ms - 600_000)) < 1000
+    listing = signed(sim.base_url, "GET", f"/v1.0/{PID}/streaming/jobs").json()
+    [stream] = listing["job_list"]["jobs"]
+    assert stream["job_id"] == flink and 90_000 <= stream["duration"] < 190_000
+    assert abs(stream["start_time"] - (before_ms - 90_000)) < 1000
+    bad = {"project_id": PID, "kind": "spark", "tags": {"a": "b"}}
+    assert admin(sim, "POST", "jobs", bad).status_code == 400
+    assert admin(sim, "POST", "jobs", {"project_id": PID, "age_s": -1}).status_code == 400
+
+
 def test_admin_faults_requests_config_and_tokens(sim: Simulator) -> None:
     job_id = sim.submit_sql_job(PID)
     assert admin(sim, "POST", "faults", {"status": 500, "count": 1}).ok
@@ -541,6 +575,35 @@ def test_cli_prints_url_first_and_serves_until_terminated() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_cli_seeds_jobs_of_a_given_age() -> None:
+    env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK}
+    seeds = ["--seed", "sql:etl:2h:2", "--seed", "spark:etl:90m", "--seed", "sql:etl:5"]
+    command = [sys.executable, "-m", "dli_simulator", "--project-id", PID, *seeds]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        base_url = process.stdout.readline().strip()
+        notes = [process.stderr.readline() for _ in seeds[1::2]]
+        assert notes[0].startswith("seeded 2 sql job(s) on queue etl, started 7200 s ago: ")
+        assert notes[1].startswith("seeded 1 spark job(s) on queue etl, started 5400 s ago: ")
+        jobs = signed(base_url, "GET", f"/v1.0/{PID}/jobs").json()["jobs"]
+        assert sorted(j["duration"] // 1000 for j in jobs) == [5, 7200, 7200]
+        [batch] = signed(base_url, "GET", f"/v2.0/{PID}/batches").json()["sessions"]
+        assert batch["duration"] // 1000 == 5400
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_cli_refuses_a_bad_seed() -> None:
+    command = [sys.executable, "-m", "dli_simulator", "--project-id", PID, "--seed", "sql:etl"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "expected KIND:QUEUE:AGE[:COUNT[:TAGS]]" in done.stderr
 
 
 def test_cli_generates_credentials_when_none_configured() -> None:

@@ -195,3 +195,50 @@ def test_project_mismatch_is_refused(sdk: SimpleNamespace, sim: Simulator) -> No
     with pytest.raises(sdk.ClientRequestException) as error:
         make_client(sdk, sim).cancel_sql_job(sdk.v1.CancelSqlJobRequest(job_id=job_id))
     assert error.value.error_code == "DLI.0002"
+
+
+def test_sdk_lists_what_a_sweep_reads(sdk: SimpleNamespace, sim: Simulator, client: Any) -> None:
+    """The watchdog's listings through the official client: ages, durations, tags, the
+    state filters and each API's paging."""
+    old = sim.submit_sql_job(PID, queue_name="etl", age_s=7200, tags={"dli-cancel": "exempt"})
+    young = sim.submit_sql_job(PID, queue_name="etl", age_s=60)
+    sql = client.list_sql_jobs(
+        sdk.v1.ListSqlJobsRequest(queue_name="etl", job_status="RUNNING", page_size=1)
+    )
+    assert sql.job_count == 2
+    [newest] = sql.jobs
+    assert newest.job_id == young and 60_000 <= newest.duration < 120_000
+    second = client.list_sql_jobs(
+        sdk.v1.ListSqlJobsRequest(
+            queue_name="etl", job_status="RUNNING", page_size=1, current_page=2
+        )
+    )
+    [oldest] = second.jobs
+    assert oldest.job_id == old and oldest.duration >= 7_200_000
+    assert [(t.key, t.value) for t in oldest.tags] == [("dli-cancel", "exempt")]
+
+    batches = [sim.add_spark_batch(PID, queue_name="etl", age_s=age) for age in (300, 200, 100)]
+    sim.add_spark_batch(PID, queue_name="etl", state="starting", age_s=50)
+    running = [
+        client.list_spark_jobs(
+            sdk.v1.ListSparkJobsRequest(queue_name="etl", state="running", _from=start, size=2)
+        )
+        for start in (0, 2)
+    ]
+    assert [page.total for page in running] == [3, 3]
+    assert [s.id for page in running for s in page.sessions] == list(reversed(batches))
+    assert running[1].sessions[0].duration >= 300_000
+
+    streams = [sim.add_flink_job(PID, queue_name="etl", age_s=age) for age in (30, 20, 10)]
+    sim.add_flink_job(PID, queue_name="etl", status="job_running_exception", age_s=5)
+    flink = [
+        client.list_flink_jobs(
+            sdk.v1.ListFlinkJobsRequest(
+                queue_name="etl", status="job_running", offset=offset, limit=2
+            )
+        )
+        for offset in (0, 2)
+    ]
+    assert [page.job_list.total_count for page in flink] == [3, 3]
+    assert [j.job_id for page in flink for j in page.job_list.jobs] == list(reversed(streams))
+    assert flink[1].job_list.jobs[0].start_time <= flink[0].job_list.jobs[0].start_time - 10_000

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cancel_handler.approvals import KeyFile
 from cancel_handler.config import load_settings
 from cancel_handler.dli.errors import (
     AuthRefused,
@@ -26,6 +27,7 @@ from cancel_handler.dli.errors import (
 from cancel_handler.dli.types import CallOutcome, JobRef
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import EventRules
+from cancel_handler.limits import ListedJob
 from cancel_handler.results import MemorySink
 from cancel_handler.runtime import Runtime
 
@@ -69,12 +71,14 @@ class FakeDli:
     """A scripted DLI. ``cancels[job_id]``: what cancelling that job answers (a
     ``CallOutcome``, or an exception to raise; default: cancelled). ``states[job_id]``: its
     state (default RUNNING; ``None``: no such job). ``listings[queue]``: the active SQL jobs
-    of a queue, or an exception (default: none)."""
+    of a queue, or an exception (default: none). ``active[(kind, queue)]``: what the watchdog's
+    listing of that kind on that queue (``None``: every queue) finds, or an exception."""
 
     def __init__(self) -> None:
         self.cancels: dict[str, Answer] = {}
         self.states: dict[str, str | Exception | None] = {}
         self.listings: dict[str, list[str] | Exception] = {}
+        self.active: dict[tuple[str, str | None], list[ListedJob] | Exception] = {}
         self.calls: list[tuple[str, str]] = []
         self.deadlines: list[float | None] = []
         self._lock = threading.Lock()
@@ -95,6 +99,14 @@ class FakeDli:
 
     def list_active_sql_jobs(self, project_id: str, queue_name: str) -> list[str]:
         answer = self._record("list", queue_name, self.listings.get(queue_name, []))
+        assert isinstance(answer, list)
+        return answer
+
+    def list_active(
+        self, project_id: str, kind: str, queue_name: str | None = None
+    ) -> list[ListedJob]:
+        subject = f"{kind}:{queue_name or '*'}"
+        answer = self._record("list_active", subject, self.active.get((kind, queue_name), []))
         assert isinstance(answer, list)
         return answer
 
@@ -132,6 +144,7 @@ class Unit:
             sink=self.sink,
             rules=EventRules.from_settings(self.settings),
             fanout=self.fanout if self.settings.fanout_topic else None,
+            approval_keys=KeyFile(path) if (path := self.settings.approval_key_file) else None,
         )
 
     @property

@@ -627,7 +627,7 @@ class _Background:
 
 
 def settings_env(**extra: str) -> dict[str, str]:
-    return {"DLI_ENDPOINT": "http://dli.test", "DLI_PROJECT_ID": PID, **extra}
+    return {"DLI_ENDPOINT": "https://dli.test", "DLI_PROJECT_ID": PID, **extra}
 
 
 @pytest.fixture

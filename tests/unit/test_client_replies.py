@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+from uuid import NAMESPACE_OID, uuid5
 
 import pytest
 import urllib3
@@ -16,7 +17,7 @@ from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from cancel_handler.config import Secret
 from cancel_handler.dli.auth import AkSkAuth, Call, EnvCredentials
-from cancel_handler.dli.client import MAX_LIST_PAGES, DliClient, RetryPolicy
+from cancel_handler.dli.client import DliClient, RetryPolicy
 from cancel_handler.dli.errors import (
     AuthRefused,
     CredentialsUnavailable,
@@ -593,8 +594,10 @@ def test_job_state_refused_raises_dli_refused(dli: RecordedDli, client: DliClien
 
 
 def listed(queue: str, status: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+    """``count`` listed SQL jobs; the same arguments give the same (UUID) ids."""
     return [
-        {"job_id": f"{status.lower()}-{n}", "queue_name": queue, "status": status}
+        {"job_id": str(uuid5(NAMESPACE_OID, f"{queue}/{status}/{n}")), "queue_name": queue}
+        | {"status": status}
         for n in range(start, start + count)
     ]
 
@@ -618,7 +621,7 @@ def test_listing_follows_pages_to_the_total_and_keeps_only_active_jobs_of_the_qu
 
     found = client.list_active_sql_jobs(PID, "etl")
 
-    assert found == ["launching-0"] + [j["job_id"] for j in running]
+    assert found == [listed("etl", "LAUNCHING", 1)[0]["job_id"]] + [j["job_id"] for j in running]
     asked = [(s.query["job-status"], s.query["current-page"]) for s in dli.sent]
     assert asked == [("LAUNCHING", "1"), ("RUNNING", "1"), ("RUNNING", "2"), ("SCALING", "1")]
     assert {s.query["queue_name"] for s in dli.sent} == {"etl"}
@@ -694,12 +697,22 @@ def test_a_job_that_moves_on_between_two_listings_is_still_seen(
     assert client.list_active_sql_jobs(PID, "etl") == [moving["job_id"]]
 
 
-def test_a_listing_that_never_ends_is_a_bad_reply(dli: RecordedDli, client: DliClient) -> None:
-    page = {"is_success": True, "jobs": listed("etl", "LAUNCHING", 1)}  # no total, page ignored
-    dli.on("GET", LIST_PATH, Reply(200, page))
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"is_success": True, "job_count": 3, "jobs": {"a": 1}},
+        {"is_success": True, "job_count": "3", "jobs": []},
+        {"is_success": "maybe", "jobs": []},
+        ["jobs"],
+    ],
+    ids=["jobs-not-a-list", "total-not-a-count", "odd-flag", "not-an-object"],
+)
+def test_a_listing_page_of_the_wrong_structure_is_a_bad_reply(
+    dli: RecordedDli, client: DliClient, body: Any
+) -> None:
+    dli.on("GET", LIST_PATH, Reply(200, body))
 
     with pytest.raises(TransientFailure) as raised:
         client.list_active_sql_jobs(PID, "etl")
 
-    assert raised.value.error_code == "DLI_BAD_REPLY"
-    assert len(dli.sent) == MAX_LIST_PAGES
+    assert (raised.value.error_code, raised.value.attempts) == ("DLI_BAD_REPLY", 3)

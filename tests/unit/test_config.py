@@ -51,7 +51,7 @@ def without(*names: str) -> dict[str, str]:
     ("env", "expected"),
     [
         (without("DLI_ENDPOINT"), "DLI_ENDPOINT or DLI_REGION is required"),
-        ({**GOOD, "DLI_ENDPOINT": "ftp://dli"}, "DLI_ENDPOINT must be an http(s) URL"),
+        ({**GOOD, "DLI_ENDPOINT": "ftp://dli"}, "DLI_ENDPOINT must be an https:// URL"),
         ({**without("DLI_ENDPOINT"), "DLI_REGION": "EU DE"}, "DLI_REGION is not a region id"),
         (
             without("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK"),
@@ -90,6 +90,10 @@ def without(*names: str) -> dict[str, str]:
         ({**GOOD, "RESULT_PUBLISH_TIMEOUT_S": "-1"}, "RESULT_PUBLISH_TIMEOUT_S must be >="),
         ({**GOOD, "MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES must be >= 1024"),
         ({**GOOD, "DRY_RUN": "maybe"}, "DRY_RUN must be true or false, got 'maybe'"),
+        ({**GOOD, "RUNTIME_LIMITS": "{etl: 1}"}, "RUNTIME_LIMITS is not valid JSON"),
+        ({**GOOD, "RUNTIME_LIMITS": '{"etl": {"hive": 60}}'}, "['hive']: unknown job kind"),
+        ({**GOOD, "RUNTIME_LIMITS": '{"*": {"sql": 0}}'}, "must be a positive number"),
+        ({**GOOD, "RUNTIME_LIMITS": '{"*": {"sql": NaN}}'}, "must be a finite number"),
     ],
 )
 def test_each_problem_is_named(env: dict[str, str], expected: str) -> None:
@@ -130,6 +134,9 @@ def test_a_good_configuration_and_its_defaults() -> None:
     assert "DLI_EVENT_BUDGET_S" in KNOWN_VARIABLES
     assert load_settings(without("RESULT_TOPIC"), local_run=True).result_topic is None
     assert load_settings({**GOOD, "DLI_EVENT_BUDGET_S": "5"}).event_budget_s == 5.0
+    assert not settings.runtime_limits  # no RUNTIME_LIMITS: a sweep cancels nothing
+    limits = load_settings({**GOOD, "RUNTIME_LIMITS": '{"etl": {"sql": 60}}'}).runtime_limits
+    assert limits.limit_for("etl", "sql") == 60
 
 
 # -- secrets ---------------------------------------------------------------------------------

@@ -13,14 +13,13 @@ from cancel_handler.dli.replies import (
     Answer,
     ConfigFault,
     JobState,
-    ListedJob,
     Page,
+    PageJob,
     Refusal,
     Reply,
     Transient,
     classify,
     interpret,
-    more_pages,
     read_cancel,
     read_page,
     read_state,
@@ -247,7 +246,7 @@ def test_a_sql_page_and_its_total() -> None:
     jobs = [{"job_id": "a", "status": "RUNNING", "queue_name": "etl", "start_time": 5}]
     page = interpret(reply(200, sql_page(jobs, 120)), read_page("sql"), NOW)
     assert isinstance(page, Page) and page.total == 120
-    assert page.jobs == (ListedJob("a", "RUNNING", "etl", jobs[0]),)
+    assert page.jobs == (PageJob("a", "RUNNING", "etl", jobs[0]),)
     assert page.jobs[0].fields["start_time"] == 5
 
 
@@ -268,28 +267,41 @@ def test_spark_and_flink_pages() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        sql_page([{"job_id": 1.5, "status": "RUNNING"}], 1),
-        sql_page([{"status": "RUNNING"}], 1),
-        sql_page([{"job_id": "a", "status": None}], 1),
-        sql_page(["a"], 1),
         sql_page([], "12"),
         sql_page([], -1),
+        sql_page([], True),
         {"is_success": True, "jobs": {"a": 1}},
+        {"is_success": True, "jobs": "a"},
+        {"is_success": "maybe", "jobs": []},
+        [{"job_id": "a", "status": "RUNNING"}],
     ],
 )
-def test_a_page_of_an_unexpected_shape_is_a_bad_reply(body: Any) -> None:
+def test_a_page_of_the_wrong_structure_is_a_bad_reply(body: Any) -> None:
     result = interpret(reply(200, body), read_page("sql"), NOW)
     assert isinstance(result, Transient) and result.error_code == BAD_REPLY
 
 
-def test_pages_are_followed_to_the_total_whatever_the_page_size() -> None:
-    fifty = Page(tuple(ListedJob(str(i), "RUNNING", None) for i in range(50)), 120)
-    assert more_pages(50, fifty)  # a short page (DLI served 50 of the 100 asked) is not the end
-    assert more_pages(100, fifty)
-    assert not more_pages(120, fifty)
-    assert not more_pages(0, Page((), 120))  # an empty page ends it
-    no_total = Page(fifty.jobs, None)
-    assert more_pages(150, no_total)
+def test_entries_that_name_no_job_are_left_out_of_the_page() -> None:
+    good = {"job_id": "a", "status": "RUNNING"}
+    odd = [
+        {"job_id": 1.5, "status": "RUNNING"},
+        {"status": "RUNNING"},
+        {"job_id": None, "status": "RUNNING"},
+        {"job_id": "b", "status": None},
+        {"job_id": "", "status": "RUNNING"},
+        "c",
+        7,
+    ]
+    page = interpret(reply(200, sql_page([*odd, good], 8)), read_page("sql"), NOW)
+    assert isinstance(page, Page) and page.total == 8
+    assert [job.job_id for job in page.jobs] == ["a"]
+
+
+def test_a_flink_listing_that_says_false_is_refused() -> None:
+    body = {"is_success": "false", "message": "no permission", "job_list": {"jobs": []}}
+    assert interpret(reply(200, body), read_page("flink"), NOW) == Refusal(
+        None, "no permission", 200
+    )
 
 
 # -- Retry-After ---------------------------------------------------------------------------------

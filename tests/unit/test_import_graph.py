@@ -1,7 +1,7 @@
 """The import graph of the repository's packages, read with ``ast`` (module-level and lazy,
 function-level imports alike): no cycle anywhere; each package imports only the layers below it
-(the function's package never reaches the local tools); the simulator needs only the standard
-library."""
+(the function's package never reaches the local tools); inside the function's package, each
+module imports only the modules below it; the simulator needs only the standard library."""
 
 from __future__ import annotations
 
@@ -25,6 +25,25 @@ MAY_IMPORT = {
 # function never imports cli (tests/deploy/test_deploy.py follows main.py's imports).
 CLI = "cancel_handler.cli"
 CLI_MAY_ALSO_IMPORT = {"dli_simulator", "devstack"}
+
+# The function's own modules, top to bottom (ARCHITECTURE: data flows one way); a module
+# imports only from lower layers or from its own subpackage. A new module needs a layer here.
+FUNCTION_LAYERS: list[set[str]] = [
+    {"cli"},
+    {"cli_sweep"},
+    {"entry"},
+    {"handler"},
+    {"runtime"},
+    {"plan"},
+    {"outcomes"},
+    {"events"},
+    {"envelopes", "boot", "push_auth", "approval_page"},
+    {"results", "dli", "errors"},
+    {"config"},
+    {"approvals"},
+    {"logs", "jsonbody", "limits"},
+]
+RANK = {name: len(FUNCTION_LAYERS) - i for i, names in enumerate(FUNCTION_LAYERS) for name in names}
 
 Graph = Mapping[str, set[str]]
 
@@ -163,6 +182,38 @@ def test_each_package_imports_only_the_layers_below_it() -> None:
         }
 
     assert not wrong, _lines(wrong)
+
+
+def _component(module: str) -> str:
+    """``cancel_handler.dli.client`` -> ``dli``; the package itself -> ``""``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _function_graph() -> dict[str, set[str]]:
+    return {
+        module: {t for t in targets if _top(t) == "cancel_handler"}
+        for module, targets in import_graph().items()
+        if _top(module) == "cancel_handler"
+    }
+
+
+def test_every_module_of_the_function_has_a_layer() -> None:
+    unranked = {_component(m) for m in _function_graph()} - set(RANK) - {""}
+
+    assert not unranked, f"give these a layer in FUNCTION_LAYERS: {sorted(unranked)}"
+
+
+def test_the_functions_modules_import_only_downwards() -> None:
+    upward = {
+        f"{source} imports {target}"
+        for source, targets in _function_graph().items()
+        for target in targets
+        if _component(source) != _component(target)
+        and RANK.get(_component(target), 0) >= RANK.get(_component(source), 0)
+    }
+
+    assert not upward, _lines(upward)
 
 
 def test_the_simulator_imports_only_the_standard_library() -> None:

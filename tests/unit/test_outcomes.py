@@ -19,6 +19,7 @@ SPEC_OUTCOMES = {
     "not_allowed",
     "invalid_event",
     "nothing_to_cancel",
+    "awaiting_approval",
 }
 
 
@@ -37,6 +38,7 @@ def test_good_outcomes_are_logged_as_info_the_others_as_warning() -> None:
         Outcome.ALREADY_FINISHED,
         Outcome.DRY_RUN,
         Outcome.NOTHING_TO_CANCEL,
+        Outcome.AWAITING_APPROVAL,
     }
     assert all(o.severity == (logging.INFO if o.good else logging.WARNING) for o in Outcome)
 

@@ -6,6 +6,7 @@ a local server). Through functions-framework: tests/e2e/test_push_auth_http.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -48,17 +49,16 @@ def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(push_auth, "_request", None)
 
 
-def settings(certs: CertsServer, service_account: str | None = SERVICE_ACCOUNT) -> Settings:
+def settings(certs: CertsServer) -> Settings:
     env = {
         "DLI_ENDPOINT": "http://127.0.0.1:9",
         "HUAWEICLOUD_SDK_AK": "AK",
         "HUAWEICLOUD_SDK_SK": "SK",
         "DLI_LOCAL_RUN": "true",
         "PUSH_AUDIENCE": AUDIENCE,
+        "PUSH_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
         "PUSH_CERTS_URL": certs.url,
     }
-    if service_account:
-        env["PUSH_SERVICE_ACCOUNT"] = service_account
     return load_settings(env)
 
 
@@ -68,10 +68,14 @@ def test_valid_token_is_accepted(certs: CertsServer, key: SigningKey) -> None:
     assert verified["email"] == SERVICE_ACCOUNT and verified["aud"] == AUDIENCE
 
 
-def test_any_service_account_when_none_is_configured(certs: CertsServer, key: SigningKey) -> None:
-    token = key.sign(claims(email="someone@else.iam.gserviceaccount.com"))
+def test_no_token_is_accepted_without_a_configured_service_account(
+    certs: CertsServer, key: SigningKey
+) -> None:
+    # load_settings refuses PUSH_AUDIENCE without PUSH_SERVICE_ACCOUNT; the check holds anyway
+    config = replace(settings(certs), push_service_account=None)
 
-    verify_push_token(f"Bearer {token}", settings(certs, service_account=None))
+    with pytest.raises(PushAuthError, match="PUSH_SERVICE_ACCOUNT is not configured"):
+        verify_push_token(f"Bearer {key.sign(claims())}", config)
 
 
 # case -> the reason given (never the token itself)
@@ -160,7 +164,7 @@ def test_unreachable_certs_url_refuses(key: SigningKey) -> None:
 def test_certs_url_defaults_to_google() -> None:
     config = load_settings(
         {
-            "DLI_ENDPOINT": "http://x",
+            "DLI_ENDPOINT": "https://x",
             "HUAWEICLOUD_SDK_AK": "a",
             "HUAWEICLOUD_SDK_SK": "b",
             "DLI_LOCAL_RUN": "1",
