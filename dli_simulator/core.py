@@ -35,7 +35,15 @@ CANCEL_RE = re.compile(
     r"^(DELETE /v1\.0/[^/]+/jobs/[^/]+|DELETE /v2\.0/[^/]+/batches/[^/]+"
     r"|POST /v1\.0/[^/]+/streaming/jobs/stop)/?$"
 )
-FAULT_CODES = {400: PARAM_ERROR, 401: USER_AUTH_ERROR, 404: "DLI.0023", 429: THROTTLED}
+# The DLI code of an injected fault without its own ``error_code``: by status, else DLI.0999
+# for a 5xx and DLI.0001 for any other status.
+FAULT_CODES = {
+    400: PARAM_ERROR,
+    401: USER_AUTH_ERROR,
+    403: "DLI.0003",
+    404: "DLI.0023",
+    429: THROTTLED,
+}
 
 
 def is_cancel(method: str, path: str) -> bool:
@@ -264,7 +272,8 @@ class SimCore:
         if fault.body is not None:
             headers["Content-Type"] = fault.content_type or "text/html"
             return Response(status, fault.body.encode("utf-8"), headers)
-        code = fault.error_code or FAULT_CODES.get(status, SERVER_ERROR)
+        default = SERVER_ERROR if status >= 500 else PARAM_ERROR
+        code = fault.error_code or FAULT_CODES.get(status, default)
         message = "The request is throttled." if status == 429 else "Simulated fault."
         return Response.json(status, {"error_code": code, "error_msg": message}, headers)
 

@@ -139,8 +139,9 @@ class Fault:
     ``delay_s`` first; then ``drop`` closes the connection without an answer, or ``status``
     (+ ``Retry-After``) is answered with ``body`` (sent as it is, as ``content_type``, default
     ``text/html``: any bytes, or JSON of any type and shape) or else a DLI-style error JSON
-    with ``error_code`` (default by status: 400 ``DLI.0001``, 401 ``DLI.0013``, 404
-    ``DLI.0023``, 429 ``APIGW.0308``, others ``DLI.0999``). A fault with only a delay lets the
+    with ``error_code`` (default by status: 400 ``DLI.0001``, 401 ``DLI.0013``, 403
+    ``DLI.0003``, 404 ``DLI.0023``, 429 ``APIGW.0308``, 5xx ``DLI.0999``, others
+    ``DLI.0001``). A fault with only a delay lets the
     request continue normally afterwards. ``body`` or ``retry_after`` without ``status`` answer
     502 / 503.
     """

@@ -44,6 +44,7 @@ missing/unknown security token, X-Project-Id
 that differs from the path                         401     DLI.0014
 unknown, expired or revoked X-Auth-Token           401     DLI.0015
 injected 5xx fault                                 5xx     DLI.0999
+injected 403 fault (other 4xx: DLI.0001)           403     DLI.0003
 injected 429 fault                                 429     APIGW.0308
 path not served                                    404     APIGW.0101
 =================================================  ======  ==============

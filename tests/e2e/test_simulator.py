@@ -344,8 +344,11 @@ def test_non_json_body_fault(sim: Simulator) -> None:
         (Fault(status=400, error_code="DLI.0999"), 400, "DLI.0999"),
         (Fault(status=404, error_code="APIG.0101"), 404, "APIG.0101"),
         (Fault(status=401), 401, "DLI.0013"),
+        (Fault(status=403), 403, "DLI.0003"),
+        (Fault(status=409), 409, "DLI.0001"),
+        (Fault(status=500), 500, "DLI.0999"),
     ],
-    ids=["dli-0999-with-400", "gateway-404", "401"],
+    ids=["dli-0999-with-400", "gateway-404", "401", "403", "409", "500"],
 )
 def test_error_code_fault(sim: Simulator, fault: Fault, status: int, code: str) -> None:
     sim.add_fault(fault)
