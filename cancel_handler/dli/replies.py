@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from cancel_handler import logs
 from cancel_handler.dli.types import JobKind
+from cancel_handler.jsonbody import kind_of
 
 T = TypeVar("T")
 
@@ -311,7 +312,7 @@ def read_page(kind: JobKind) -> Callable[[Answer], Page | Refusal]:
         if entries is None:
             entries = []
         if not isinstance(entries, list):
-            raise BadReply(f"the listing's {jobs_key} is {type_name(entries)}, not a list")
+            raise BadReply(f"the listing's {jobs_key} is {kind_of(entries)}, not an array")
         listed = (_listed(entry, id_key, state_key, queue_keys) for entry in entries)
         return Page(tuple(job for job in listed if job is not None), _total(container))
 
@@ -336,7 +337,7 @@ def _total(container: Mapping[str, Any]) -> int | None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BadReply(f"the listing's {key} is {type_name(value)}, not a count")
+            raise BadReply(f"the listing's {key} is {kind_of(value)}, not a count")
         return value
     return None
 
@@ -347,7 +348,7 @@ def _flink_stop_entry(answer: Answer) -> Answer:
     if not 200 <= answer.status < 300 or isinstance(answer.body, dict):
         return answer
     if not isinstance(answer.body, list) or not answer.body:
-        raise BadReply(f"a Flink stop answered {type_name(answer.body)}, not a list of results")
+        raise BadReply(f"a Flink stop answered {kind_of(answer.body)}, not a list of results")
     entry = _object(answer.body[0], "a Flink stop result")
     code, message = _error_pair(entry, deep=False)
     flag = _flag(entry, "is_success")
@@ -404,7 +405,7 @@ def _error_pair(body: Mapping[str, Any], deep: bool) -> tuple[str | None, str]:
     reply; other places are used only when they hold a string."""
     code = body.get("error_code")
     if code is not None and not isinstance(code, str):
-        raise BadReply(f"error_code is {type_name(code)}, not a string")
+        raise BadReply(f"error_code is {kind_of(code)}, not a string")
     holders = [body]
     if deep:
         holders += [value for value in body.values() if isinstance(value, dict)]
@@ -437,12 +438,12 @@ def _flag(body: Mapping[str, Any], name: str) -> bool | None:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise BadReply(f"{name} is {type_name(value)}, not a boolean")
+    raise BadReply(f"{name} is {kind_of(value)}, not a boolean")
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise BadReply(f"{what} is {type_name(value)}, not an object")
+        raise BadReply(f"{what} is {kind_of(value)}, not an object")
     return value
 
 
@@ -457,21 +458,6 @@ def text(value: Any) -> str:
         return ""
     raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return logs.redact(raw[:MAX_TEXT_CHARS])
-
-
-def type_name(value: Any) -> str:
-    """The JSON type of a parsed value, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def snippet(body: bytes) -> str:

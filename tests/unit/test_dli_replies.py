@@ -75,7 +75,7 @@ def test_429_and_5xx_keep_their_status_code(status: int) -> None:
         (b"[" * 70 + b"]" * 70, "deeper"),
         (json.dumps(error(12)).encode(), "error_code is a number"),
         (json.dumps(error({"code": "DLI.0002"})).encode(), "error_code is an object"),
-        (json.dumps(error(["DLI.0002"])).encode(), "error_code is a list"),
+        (json.dumps(error(["DLI.0002"])).encode(), "error_code is an array"),
         (json.dumps({"is_success": None}).encode(), "is_success is null"),
         (json.dumps({"is_success": 1}).encode(), "is_success is a number"),
         (json.dumps({"is_success": "maybe"}).encode(), "is_success is a string"),
