@@ -18,6 +18,8 @@ from cancel_handler.events.common import CancelEvent, EventRules, Ignored, Inval
 
 SCHEMA_VERSION = "1.0"
 
+_WHAT = "a Cloud Billing budget notification"  # in error messages
+
 
 class BudgetNotification(c.Model):
     budget_display_name: str | None
@@ -49,7 +51,7 @@ def is_budget_notification(payload: dict[str, Any], attributes: dict[str, str]) 
 
 
 def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
-    _check_event_type(payload, delivery)
+    c.require_budget_event(payload, delivery, _WHAT)
     _check_schema_version(delivery.attributes)
     note = c.validate_model(BudgetNotification, payload)
     budget_id = delivery.attributes.get("budgetId")
@@ -85,23 +87,7 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> Can
 
 
 def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
-    return c.Partial(event_type=c.attempt(lambda: _check_event_type(payload, delivery)))
-
-
-def _check_event_type(payload: dict[str, Any], delivery: Delivery) -> str:
-    event_type = c.resolve_event_type(
-        delivery.topic,
-        payload.get("event_type"),
-        delivery.attributes.get("event_type"),
-        default="budget-exceeded",
-    )
-    if event_type != "budget-exceeded":
-        raise InvalidEvent(
-            "event_type",
-            f"event_type of a Cloud Billing budget notification is always budget-exceeded, "
-            f"not {event_type!r}",
-        )
-    return event_type
+    return c.Partial(event_type=c.attempt(lambda: c.require_budget_event(payload, delivery, _WHAT)))
 
 
 def _check_schema_version(attributes: dict[str, str]) -> None:

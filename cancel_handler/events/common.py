@@ -23,6 +23,7 @@ from pydantic_core import SchemaValidator, ValidationError
 
 from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
+from cancel_handler.envelopes import Delivery
 from cancel_handler.jsonbody import MAX_DEPTH as MAX_DEPTH
 from cancel_handler.jsonbody import JsonRead, read_object
 from cancel_handler.jsonbody import show as show
@@ -235,6 +236,22 @@ def field_path(loc: Iterable[int | str]) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path or "data"
+
+
+def require_budget_event(payload: Mapping[str, Any], delivery: Delivery, what: str) -> EventType:
+    """The event type of a payload that can only be a budget-exceeded event (``what`` names it
+    in the error: "a Cloud Billing budget notification", "an approval")."""
+    event_type = resolve_event_type(
+        delivery.topic,
+        payload.get("event_type"),
+        delivery.attributes.get("event_type"),
+        default="budget-exceeded",
+    )
+    if event_type != "budget-exceeded":
+        raise InvalidEvent(
+            "event_type", f"event_type of {what} is always budget-exceeded, not {event_type!r}"
+        )
+    return event_type
 
 
 def resolve_event_type(
