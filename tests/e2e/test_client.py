@@ -3,6 +3,7 @@ listing across pages, retries of transient faults, token auth."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -143,9 +144,16 @@ def test_faults_outlasting_retries_raise_transient(
 
 def test_retry_after_is_honoured(sim: Simulator) -> None:
     waits: list[float] = []
+    slept = [0.0]
+
+    def sleep(seconds: float) -> None:  # recorded, not waited: the client's clock moves on
+        waits.append(seconds)
+        slept[0] += seconds
+
     auth = AkSkAuth(EnvCredentials(Secret(AK), Secret(SK), None))
     policy = RetryPolicy(max_attempts=3, timeout_s=1.0, base_delay_s=0.01, max_delay_s=5)
-    client = DliClient(sim.base_url, auth, policy, sleep=waits.append)
+    clock = lambda: time.monotonic() + slept[0]  # noqa: E731
+    client = DliClient(sim.base_url, auth, policy, sleep=sleep, clock=clock)
     job_id = sim.submit_sql_job(PID)
     sim.add_fault(Fault(count=1, status=429, retry_after="2", path_contains=job_id))
     assert client.cancel(JobRef(PID, job_id)).outcome == "cancelled"
