@@ -30,9 +30,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# In process only (no gcloud, Java or server subprocesses): the fast tier.
+# In process only (no gcloud, Java or server subprocesses): the fast tier, with the "quick"
+# hypothesis profile (25 examples per property; `make test` runs the full 200).
 test-unit: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-quick} $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 # Headless Chromium and chromedriver from Debian's packages, for the e2e tier's browser test of
 # the approval page (tests marked `browser`: skipped without them, failed under CI=true).

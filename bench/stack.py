@@ -3,10 +3,15 @@ servers, all run by devstack's runner, plus the constants the figures are measur
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -149,3 +154,28 @@ class Stack:
 
     def naive_env(self) -> dict[str, str]:
         return {**self.function_env(), "NAIVE_TOKEN": self.token}
+
+
+def post_cloud_event(session: Any, url: str, job_id: str) -> requests.Response:
+    """One job-timeout event as Eventarc POSTs a Pub/Sub CloudEvent (binary mode); raises
+    unless it is answered 200 (the result confirmed)."""
+    data = base64.b64encode(json.dumps({"job_id": job_id}).encode()).decode()
+    message_id = uuid.uuid4().hex
+    headers = {
+        "ce-id": message_id,
+        "ce-specversion": "1.0",
+        "ce-source": "//pubsub.googleapis.com/projects/bench/topics/job-timeout",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "Content-Type": "application/json",
+    }
+    body = json.dumps(
+        {
+            "message": {"data": data, "messageId": message_id},
+            "subscription": "projects/bench/subscriptions/s",
+        }
+    )
+    answer: requests.Response = session.post(url, data=body, headers=headers, timeout=60)
+    if answer.status_code != 200:
+        raise RuntimeError(f"event answered {answer.status_code}: {answer.text[:300]}")
+    return answer

@@ -34,7 +34,7 @@ from cancel_handler import approvals, logs
 from cancel_handler.approval_page import approval_link
 from cancel_handler.approvals import KeyRing
 from cancel_handler.dli.concurrency import each
-from cancel_handler.dli.errors import CredentialsUnavailable, DliUnavailable
+from cancel_handler.dli.errors import CredentialsUnavailable, DliUnavailable, Misconfigured
 from cancel_handler.dli.types import CallOutcome, JobRef, Jobs
 from cancel_handler.envelopes import Delivery, EnvelopeError
 from cancel_handler.errors import RetryLater
@@ -223,8 +223,9 @@ def _handle_approval(
 def _retry_unlisted(delivery: Delivery, failure: DliUnavailable) -> NoReturn:
     if isinstance(failure, CredentialsUnavailable):
         _deliver_again(delivery, "DLI credentials unavailable", failure)
-    logs.warning(
-        "DLI unreachable while listing jobs; the event will be delivered again",
+    log, what = _retry_reason(failure, "DLI unreachable")
+    log(
+        f"{what} while listing jobs; the event will be delivered again",
         event_id=delivery.event_id,
         error_code=failure.error_code,
         attempts=failure.attempts,
@@ -310,9 +311,11 @@ def _retry_unavailable(
     missing = [f for _, f in unavailable if isinstance(f, CredentialsUnavailable)]
     if missing:
         _deliver_again(delivery, "DLI credentials unavailable", missing[0])
-    first_job, first_fault = unavailable[0]
-    logs.warning(
-        "transient DLI fault outlasted the retries; the event will be delivered again",
+    misconfigured = [(j, f) for j, f in unavailable if isinstance(f, Misconfigured)]
+    first_job, first_fault = (misconfigured or unavailable)[0]
+    log, what = _retry_reason(first_fault, "transient DLI fault outlasted the retries")
+    log(
+        f"{what}; the event will be delivered again",
         event_id=delivery.event_id,
         job_id=first_job.job_id,
         outcome="retry",
@@ -321,7 +324,17 @@ def _retry_unavailable(
         error=first_fault.message,
         jobs_to_retry=len(unavailable),
     )
+    if misconfigured:
+        raise RetryLater(f"{len(unavailable)} job(s) hit a {first_fault}")
     raise RetryLater(f"{len(unavailable)} job(s) hit transient faults: {first_fault}")
+
+
+def _retry_reason(failure: DliUnavailable, transient: str) -> tuple[Callable[..., None], str]:
+    """How to log a redelivery: a configuration fault (refused credentials, a wrong endpoint)
+    needs the operator, so it is an ERROR; a transient fault a WARNING."""
+    if isinstance(failure, Misconfigured):
+        return logs.error, "configuration fault (credentials refused, or DLI_ENDPOINT wrong)"
+    return logs.warning, transient
 
 
 # -- fan-out ----------------------------------------------------------------------------------

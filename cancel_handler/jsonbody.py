@@ -90,7 +90,7 @@ def _parse_object(data: bytes) -> dict[str, Any]:
     except ValueError as error:
         raise JsonProblem(f"data is not valid JSON: {str(error)[:100]}") from None
     if not isinstance(value, dict):
-        raise JsonProblem(f"data must be a JSON object, got {_json_kind(value)}")
+        raise JsonProblem(f"data must be a JSON object, got {kind_of(value)}")
     return value
 
 
@@ -183,7 +183,8 @@ def _first_repeated(pairs: list[tuple[str, Any]]) -> str:
     raise AssertionError("no key is repeated")
 
 
-def _json_kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """The JSON type of a parsed value, for messages ("a number", "an array", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -192,4 +193,6 @@ def _json_kind(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    return "an array"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "an object"

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cancel_handler.jsonbody import kind_of
+
 KINDS = ("sql", "spark", "flink")
 ANY_QUEUE = "*"
 EXEMPT_TAG = "dli-cancel"
@@ -148,7 +150,7 @@ def _kind_limits(where: str, spec: Any, problems: list[str]) -> dict[str, int]:
     if not isinstance(spec, _Pairs):
         problems.append(
             f'{where} must be an object of job kind -> seconds, e.g. {{"sql": 3600}}, '
-            f"got {_json_kind(spec)}"
+            f"got {_kind_of(spec)}"
         )
         return {}
     limits: dict[str, int] = {}
@@ -168,7 +170,7 @@ def _kind_limits(where: str, spec: Any, problems: list[str]) -> dict[str, int]:
 
 def _seconds(where: str, value: Any, problems: list[str]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(f"{where} must be a number of seconds, got {_json_kind(value)}")
+        problems.append(f"{where} must be a number of seconds, got {_kind_of(value)}")
         return None
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{where} must be a finite number of seconds, got {value}")
@@ -336,18 +338,8 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         text = ascii(value[:_SHOWN_CHARS])
         return text + "..." if len(value) > _SHOWN_CHARS else text
-    return _json_kind(value)
+    return _kind_of(value)
 
 
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, _Pairs):
-        return "an object"
-    return "an array"
+def _kind_of(value: Any) -> str:
+    return "an object" if isinstance(value, _Pairs) else kind_of(value)

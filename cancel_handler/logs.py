@@ -58,7 +58,7 @@ _HEADER_NAMES = r"(?:Authorization|X-Auth-Token|X-Subject-Token|X-Security-Token
 # string), or a raw HTTP header line (Authorization: ...). A quoted value runs to its closing
 # quote; an unquoted one to the end of the line. Comma-separated parts (an SDK-HMAC-SHA256
 # header's Access=..., SignedHeaders=..., Signature=...) are masked together. Compiled at first
-# use (re's cache), not while the server starts.
+# use, not while the server starts.
 _AUTH_HEADER = (
     _HEADER_NAMES
     + r"""(?P<close>\\?['"])?(?P<sep>\s*[:=]\s*)"""
@@ -68,11 +68,26 @@ REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 4
 
 
+# The secrets longest first (so that a secret containing another one is masked whole), kept
+# sorted here rather than at every ``redact``: redact runs on every string of every log line
+# and result. Refreshed when a secret is registered, or when the set's size has changed.
+_longest_first: tuple[str, ...] = ()
+_header_pattern: re.Pattern[str] | None = None
+
+
 def register_secret(value: str | None) -> None:
     """Never print ``value`` (an AK, SK, token or password) from now on."""
     if value and len(value) >= MIN_SECRET_CHARS:
         with _lock:
             _secrets.add(value)
+            _sort_secrets()
+
+
+def _sort_secrets() -> tuple[str, ...]:
+    """With ``_lock`` held."""
+    global _longest_first
+    _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
+    return _longest_first
 
 
 def _mask_header(match: re.Match[str]) -> str:
@@ -85,11 +100,20 @@ def _mask_header(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """``text`` with credential header values and every registered secret masked."""
+    global _header_pattern
     if not text:
         return text
-    text = re.sub(_AUTH_HEADER, _mask_header, text, flags=re.IGNORECASE)
-    # Longest first, so that a secret containing another one is masked whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    # A header value follows a ':' or '=': a text with neither (an id, an outcome, most
+    # messages) is not scanned, which makes redact about five times cheaper for it.
+    if ":" in text or "=" in text:
+        if _header_pattern is None:
+            _header_pattern = re.compile(_AUTH_HEADER, re.IGNORECASE)
+        text = _header_pattern.sub(_mask_header, text)
+    secrets = _longest_first
+    if len(secrets) != len(_secrets):
+        with _lock:
+            secrets = _sort_secrets()
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -70,6 +70,7 @@ class Verdict:
     job_id: str = ""
     queue_name: str | None = None
     job_kind: JobKind = "sql"
+    http_status: int | None = None  # of DLI's (or IAM's) last reply, when one decided it
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class EventResults:
             verdict.outcome,
             error_code=verdict.error_code,
             message=verdict.message,
+            http_status=verdict.http_status,
             queue_name=verdict.queue_name,
         )
 

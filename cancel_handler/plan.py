@@ -6,10 +6,11 @@ budget notification's job that is already over, ``rejected`` for a queue DLI ref
 (the rest of the event goes ahead).
 
 When DLI cannot be used for the listing (``DliUnavailable``: transient faults outlasted the
-retries, credentials unreadable) the plan says so in ``unavailable``, with nothing to cancel
-and a ``failed`` verdict for every queue and job the event names. Whether those verdicts are
-published (an old event) or the event comes again (a young one, or missing credentials) is the
-handler's decision, not the plan's.
+retries, a configuration fault such as refused credentials or a wrong endpoint, credentials
+unreadable) the plan says so in ``unavailable``, with nothing to cancel and a ``failed`` verdict
+for every queue and job the event names. Whether those verdicts are published (an old event)
+or the event comes again (a young one, or missing credentials) is the handler's decision, not
+the plan's.
 
 A sweep (SPEC 7) names no job: the plan lists the active jobs of every queue and kind with a
 runtime limit (``RUNTIME_LIMITS``), at most ``CANCEL_CONCURRENCY`` listings at a time, and
@@ -40,7 +41,7 @@ from cancel_handler.approvals import (
 )
 from cancel_handler.config import Settings
 from cancel_handler.dli.concurrency import each
-from cancel_handler.dli.errors import DliUnavailable, Refused, TransientFailure
+from cancel_handler.dli.errors import DliUnavailable, Misconfigured, Refused, TransientFailure
 from cancel_handler.dli.types import JOB_KINDS, JobKind, JobRef, Jobs, is_terminal
 from cancel_handler.events import ApprovalEvent, CancelEvent
 from cancel_handler.limits import ANY_QUEUE, ListedJob, OverLimit, RuntimeLimits, over_limit
@@ -215,8 +216,9 @@ def _list_all(
                 plan.unavailable = plan.unavailable or answer
             outcome = Outcome.REJECTED if isinstance(answer, Refused) else Outcome.FAILED
             message = f"listing {listing.subject}: {answer.message}"
+            code, status = answer.error_code, answer.http_status
             plan.verdicts.append(
-                Verdict(outcome, answer.error_code, message, "", listing.queue, listing.kind)
+                Verdict(outcome, code, message, "", listing.queue, listing.kind, status)
             )
         elif listing.queue is not None:
             jobs += answer
@@ -343,11 +345,16 @@ def _listing_refused(queue: str, refused: Refused) -> Verdict:
 def _unavailable(event: CancelEvent, project: str, failure: DliUnavailable) -> Plan:
     """Nothing was cancelled: every queue and every explicit job of the event gets a
     ``failed`` verdict, for the handler to publish if the event is not to come again."""
-    message = f"listing queues {', '.join(event.queue_names)}: {failure.message}"
-    code = failure.error_code
-    verdicts = [Verdict(Outcome.FAILED, code, message, queue_name=q) for q in event.queue_names]
+    message = failure.message
+    if event.queue_names:
+        message = f"listing queues {', '.join(event.queue_names)}: {message}"
+    code, status = failure.error_code, failure.http_status
+    verdicts = [
+        Verdict(Outcome.FAILED, code, message, queue_name=q, http_status=status)
+        for q in event.queue_names
+    ]
     verdicts += [
-        Verdict(Outcome.FAILED, code, message, job_id=j, job_kind=event.job_kind)
+        Verdict(Outcome.FAILED, code, message, j, job_kind=event.job_kind, http_status=status)
         for j in event.job_ids
     ]
     return Plan(project_id=project, verdicts=verdicts, unavailable=failure)
@@ -356,15 +363,15 @@ def _unavailable(event: CancelEvent, project: str, failure: DliUnavailable) -> P
 def _skip_finished(plan: Plan, client: Jobs, concurrency: int) -> None:
     """Turn the explicit jobs that are already over into ``already_finished`` verdicts.
 
-    A state that cannot be read (unknown job, refusal, DLI unreachable) leaves the job a
-    target: the cancel call then reports it as it would have without this check. Unreadable
-    credentials raise ``CredentialsUnavailable``: the event comes again."""
+    A state that cannot be read (unknown job, refusal, DLI unreachable, a configuration fault)
+    leaves the job a target: the cancel call then reports it as it would have without this
+    check. Unreadable credentials raise ``CredentialsUnavailable``: the event comes again."""
     explicit = [t for t in plan.targets if t.job_id not in plan.queue_of]
 
     def state_of(job: JobRef) -> str | None:
         try:
             return client.job_state(job)
-        except (Refused, TransientFailure):
+        except (Refused, TransientFailure, Misconfigured):
             return None
 
     states = dict(each(explicit, state_of, concurrency, "state"))

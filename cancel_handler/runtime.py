@@ -39,6 +39,9 @@ class ProgressHook(Protocol):
     def settled(self, outcomes: Iterable[str]) -> None: ...
 
 
+KEPT_CONNECTIONS = 64
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -111,5 +114,8 @@ def _dli_client(settings: Settings) -> DliClient:
         base_delay_s=settings.retry_base_delay_s,
         max_delay_s=settings.retry_max_delay_s,
     )
-    pool = new_pool(max(16, settings.cancel_concurrency * 2))
+    # Connections kept for reuse (only those a burst actually opened): every request thread of
+    # the server (deploy.yaml runs 32) and a bulk event's cancels at once, without the pool
+    # discarding connections (a new TLS handshake each, and a warning line each).
+    pool = new_pool(max(KEPT_CONNECTIONS, settings.cancel_concurrency * 2))
     return DliClient(settings.dli_endpoint, build_auth(settings, session), policy, pool)

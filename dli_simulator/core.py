@@ -27,6 +27,7 @@ from dli_simulator.model import (
     RequestRecord,
     Response,
 )
+from dli_simulator.ratelimit import RateLimit, retry_after_header
 from dli_simulator.store import JobStore, sql_job_type
 
 PID = r"(?P<pid>[^/]+)"
@@ -35,7 +36,15 @@ CANCEL_RE = re.compile(
     r"^(DELETE /v1\.0/[^/]+/jobs/[^/]+|DELETE /v2\.0/[^/]+/batches/[^/]+"
     r"|POST /v1\.0/[^/]+/streaming/jobs/stop)/?$"
 )
-FAULT_CODES = {400: PARAM_ERROR, 401: USER_AUTH_ERROR, 404: "DLI.0023", 429: THROTTLED}
+# The DLI code of an injected fault without its own ``error_code``: by status, else DLI.0999
+# for a 5xx and DLI.0001 for any other status.
+FAULT_CODES = {
+    400: PARAM_ERROR,
+    401: USER_AUTH_ERROR,
+    403: "DLI.0003",
+    404: "DLI.0023",
+    429: THROTTLED,
+}
 
 
 def is_cancel(method: str, path: str) -> bool:
@@ -83,9 +92,11 @@ class SimCore:
         self.tokens = TokenService(iam_users, token_ttl_s)
         self.verifier = AkSkVerifier(credentials, security_tokens, clock_skew_s)
         self.cancel_delay_s = 0.0
+        self.rate_limit: RateLimit | None = None  # the API gateway's, when set
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._log: list[RequestRecord] = []
+        self._moves_after_listing: list[tuple[str, str, str]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
         self._add_routes()
 
@@ -139,6 +150,21 @@ class SimCore:
                         del self._faults[index]
                     return replace(fault)
         return None
+
+    def set_rate_limit(self, per_s: int | None) -> None:
+        """At most ``per_s`` DLI requests a second, the rest 429 (``None`` or 0: no limit)."""
+        self.rate_limit = RateLimit(per_s) if per_s else None
+
+    def throttle(self, request: Incoming) -> Response | None:
+        """The gateway's 429 when ``request`` is over the rate limit (IAM is not counted)."""
+        limit = self.rate_limit
+        if limit is None or request.raw_path.startswith("/v3/"):
+            return None
+        wait_s = limit.admit()
+        if wait_s is None:
+            return None
+        body = {"error_code": THROTTLED, "error_msg": "The throttling threshold has been reached."}
+        return Response.json(429, body, {"Retry-After": retry_after_header(wait_s)})
 
     # ---- DLI / IAM requests ---------------------------------------------------------------
     def handle(self, request: Incoming) -> Response:
@@ -197,7 +223,7 @@ class SimCore:
 
         route("POST", r"/v3/auth/tokens", lambda req, p: self._issue_token(req))
         route("POST", rf"/v1\.0/{PID}/jobs/submit-job", self._submit_sql)
-        route("GET", rf"/v1\.0/{PID}/jobs", query_view(store.list_sql))
+        route("GET", rf"/v1\.0/{PID}/jobs", self._list_sql)
         route("GET", rf"/v1\.0/{PID}/jobs/{ID}/status", id_view(store.sql_status))
         route("DELETE", rf"/v1\.0/{PID}/jobs/{ID}", id_view(store.cancel_sql), cancel=True)
         route("GET", rf"/v2\.0/{PID}/batches", query_view(store.list_spark))
@@ -207,6 +233,22 @@ class SimCore:
         route("POST", rf"/v1\.0/{PID}/streaming/jobs/stop", self._stop_flink, cancel=True)
         route("GET", rf"/v1\.0/{PID}/streaming/jobs", query_view(store.list_flink))
         route("GET", rf"/v1\.0/{PID}/streaming/jobs/{ID}", id_view(store.flink_detail))
+
+    def _list_sql(self, request: Incoming, params: dict[str, str]) -> Response:
+        """A SQL listing; the moves planned for "after the next listing" happen once it is
+        answered (a job that starts running between two listings)."""
+        response = Response.json(200, self.store.list_sql(params["pid"], request.query()))
+        with self._lock:
+            moves, self._moves_after_listing = self._moves_after_listing, []
+        for project_id, job_id, status in moves:
+            self.store.set_status(project_id, job_id, status)
+        return response
+
+    def move_after_next_listing(self, project_id: str, job_id: str, status: str) -> None:
+        """Move the job to ``status`` right after the next SQL listing request is answered
+        (whatever state that listing asked for)."""
+        with self._lock:
+            self._moves_after_listing.append((project_id, job_id, status))
 
     def _issue_token(self, request: Incoming) -> Response:
         try:
@@ -245,9 +287,10 @@ class SimCore:
     def fault_response(self, fault: Fault, status: int) -> Response:
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
         if fault.body is not None:
-            headers["Content-Type"] = "text/html"
+            headers["Content-Type"] = fault.content_type or "text/html"
             return Response(status, fault.body.encode("utf-8"), headers)
-        code = FAULT_CODES.get(status, SERVER_ERROR)
+        default = SERVER_ERROR if status >= 500 else PARAM_ERROR
+        code = fault.error_code or FAULT_CODES.get(status, default)
         message = "The request is throttled." if status == 429 else "Simulated fault."
         return Response.json(status, {"error_code": code, "error_msg": message}, headers)
 

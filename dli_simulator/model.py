@@ -137,9 +137,13 @@ class Fault:
     """Applied to the next ``count`` requests that match ``path_contains`` and ``method``.
 
     ``delay_s`` first; then ``drop`` closes the connection without an answer, or ``status``
-    (+ ``Retry-After``) is answered with ``body`` (or a DLI-style error JSON). A fault with only
-    a delay lets the request continue normally afterwards. ``body`` or ``retry_after`` without
-    ``status`` answer 502 / 503.
+    (+ ``Retry-After``) is answered with ``body`` (sent as it is, as ``content_type``, default
+    ``text/html``: any bytes, or JSON of any type and shape) or else a DLI-style error JSON
+    with ``error_code`` (default by status: 400 ``DLI.0001``, 401 ``DLI.0013``, 403
+    ``DLI.0003``, 404 ``DLI.0023``, 429 ``APIGW.0308``, 5xx ``DLI.0999``, others
+    ``DLI.0001``). A fault with only a delay lets the
+    request continue normally afterwards. ``body`` or ``retry_after`` without ``status`` answer
+    502 / 503.
     """
 
     count: int = 1
@@ -148,6 +152,8 @@ class Fault:
     delay_s: float = 0.0
     drop: bool = False
     body: str | None = None
+    content_type: str | None = None
+    error_code: str | None = None
     path_contains: str | None = None
     method: str | None = None
 

@@ -89,7 +89,7 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             return
         core = self.server.core
         record = core.begin(request)
-        response = self._faulted(record) or core.handle(request)
+        response = self._faulted(record) or core.throttle(request) or core.handle(request)
         response.headers["X-Request-Id"] = record.request_id
         core.finish(record, 0 if response.drop else response.status)  # before the client sees it
         if response.drop:
@@ -183,6 +183,10 @@ class AdminApi:
         if key == ("POST", "config", 1):
             self._config(body)
             return _ok()
+        if key == ("POST", "moves", 1):
+            job = (str(body["project_id"]), str(body["job_id"]), str(body["status"]))
+            self.core.move_after_next_listing(*job)
+            return _ok()
         if key == ("GET", "tokens", 1):
             return Response.json(200, {"tokens": self.core.tokens.issued()})
         if key == ("POST", "tokens", 2) and parts[1] == "revoke":
@@ -211,6 +215,11 @@ class AdminApi:
             self.core.cancel_delay_s = float(body["cancel_delay_s"])
         if "token_ttl_s" in body:
             self.core.tokens.ttl_s = float(body["token_ttl_s"])
+        if "rate_limit_per_s" in body:
+            self.core.set_rate_limit(int(body["rate_limit_per_s"] or 0))
+        if "page_cap" in body:
+            cap = body["page_cap"]
+            self.core.store.page_cap = None if cap is None else int(cap)
 
 
 def _ok() -> Response:

@@ -14,7 +14,14 @@ Served (``{pid}`` must be 32 lower-case hex, else 400 ``DLI.0001``):
 - IAM: ``POST /v3/auth/tokens`` (password method; project scope by id, or by name: the
   simulated id of a project named N is ``md5(N)``)
 - Admin (no auth, not logged): ``/_sim/faults``, ``/_sim/jobs``, ``/_sim/requests``,
-  ``/_sim/config``, ``/_sim/tokens``, ``/_sim/tokens/revoke``
+  ``/_sim/config`` (``cancel_delay_s``, ``token_ttl_s``, ``page_cap``), ``/_sim/moves`` (a job
+  that changes state right after the next SQL listing), ``/_sim/tokens``, ``/_sim/tokens/revoke``
+
+Fault plans (``Fault``) answer the next matching requests with any status, ``Retry-After``,
+error code (``DLI.0999`` with 400, the gateway's ``APIG.0101`` with 404, ...) or body (any
+bytes; JSON of any type or shape with ``content_type="application/json"``), or drop or delay
+them. ``set_page_cap`` makes listings serve fewer jobs per page than asked;
+``move_after_next_listing`` moves a job between two listings.
 
 Jobs can be seeded with an age (they started that long ago: ``start_time`` / ``create_time`` and
 ``duration`` say so) and, for SQL jobs, tags: ``Simulator.seed`` / ``submit_sql_job(age_s=...,
@@ -37,9 +44,14 @@ missing/unknown security token, X-Project-Id
 that differs from the path                         401     DLI.0014
 unknown, expired or revoked X-Auth-Token           401     DLI.0015
 injected 5xx fault                                 5xx     DLI.0999
-injected 429 fault                                 429     APIGW.0308
+injected 403 fault (other 4xx: DLI.0001)           403     DLI.0003
+injected 429 fault; over the rate limit            429     APIGW.0308
 path not served                                    404     APIGW.0101
 =================================================  ======  ==============
+
+With a rate limit (``--rate-limit N``, ``set_rate_limit(N)``, admin ``POST /_sim/config``
+``{"rate_limit_per_s": N}``), DLI requests beyond N in one second are answered 429 with
+``Retry-After`` as the API gateway does (``ratelimit.py``); IAM is not limited.
 
 Flink stop answers 200 with one ``{"is_success": "true"|"false", "message"}`` per id (unknown or
 already stopped ids are ``"false"``). IAM errors use IAM's own shape
@@ -224,6 +236,21 @@ class Simulator:
     def set_cancel_delay(self, seconds: float) -> None:
         self._core.cancel_delay_s = seconds
 
+    def set_rate_limit(self, per_s: int | None) -> None:
+        """The API gateway's rate limit: at most ``per_s`` DLI requests in each second, the
+        others answered 429 ``APIGW.0308`` with ``Retry-After`` (``None``: no limit)."""
+        self._core.set_rate_limit(per_s)
+
+    def set_page_cap(self, jobs: int | None) -> None:
+        """Serve at most ``jobs`` per listing page, whatever page size is asked (``None``: as
+        asked), as a DLI with a smaller page limit than documented would."""
+        self._core.store.page_cap = jobs
+
+    def move_after_next_listing(self, project_id: str, job_id: str, status: str) -> None:
+        """Move a job to ``status`` right after the next SQL listing request is answered
+        (e.g. LAUNCHING -> RUNNING between two listings of one queue)."""
+        self._core.move_after_next_listing(project_id, str(job_id), status)
+
     def set_credentials(self, credentials: dict[str, str]) -> None:
         """Replace the accepted AK/SK pairs (a rotated or deleted access key)."""
         accepted = self._core.verifier.credentials
@@ -272,12 +299,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--cancel-delay", type=float, default=0.0, help="seconds per cancel")
+    parser.add_argument(
+        "--rate-limit", type=int, default=0, help="DLI requests per second before 429 (0: none)"
+    )
+    parser.add_argument("--page-cap", type=int, help="at most this many jobs per listing page")
     parser.add_argument("--fault-status", type=int)
     parser.add_argument("--fault-count", type=int, default=1)
     parser.add_argument("--fault-retry-after")
     parser.add_argument("--fault-delay", type=float, default=0.0)
     parser.add_argument("--fault-drop", action="store_true")
     parser.add_argument("--fault-body")
+    parser.add_argument("--fault-content-type", help="of --fault-body (default text/html)")
+    parser.add_argument("--fault-error-code", help="DLI error code of the fault's answer")
     parser.add_argument("--fault-path", help="only requests whose path contains this")
     parser.add_argument("--fault-method")
     parser.add_argument(
@@ -305,6 +338,8 @@ def _fault(args: argparse.Namespace) -> Fault | None:
         delay_s=args.fault_delay,
         drop=args.fault_drop,
         body=args.fault_body,
+        content_type=args.fault_content_type,
+        error_code=args.fault_error_code,
         path_contains=args.fault_path,
         method=args.fault_method,
     )
@@ -328,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     if (fault := _fault(args)) is not None:
         sim.add_fault(fault)
     sim.set_cancel_delay(args.cancel_delay)
+    sim.set_rate_limit(args.rate_limit or None)
+    sim.set_page_cap(args.page_cap)
     stopped = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -204,6 +204,9 @@ class JobStore:
     """Every job of every project; all methods are thread-safe."""
 
     def __init__(self) -> None:
+        # at most this many jobs per listing page, whatever page size the request asks for
+        # (a DLI that serves fewer than asked); None: as asked
+        self.page_cap: int | None = None
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._flink_ids = itertools.count(1001)
@@ -302,6 +305,10 @@ class JobStore:
                 return False
         return True
 
+    def _capped(self, page_size: int) -> int:
+        cap = self.page_cap
+        return page_size if cap is None else min(page_size, cap)
+
     # ---- SQL --------------------------------------------------------------------------------
     def sql_status(self, project_id: str, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -320,7 +327,7 @@ class JobStore:
         return {"is_success": True, "message": ""}
 
     def list_sql(self, project_id: str, query: Query) -> dict[str, Any]:
-        page_size = _int_param(query, "page-size", 50, 1, 100)
+        page_size = self._capped(_int_param(query, "page-size", 50, 1, 100))
         page = _int_param(query, "current-page", 1, 1, None)
         order = _first(query, "order") or "start_time_desc"
         if order not in SQL_ORDERS:
@@ -365,7 +372,7 @@ class JobStore:
 
     def list_spark(self, project_id: str, query: Query) -> dict[str, Any]:
         offset = _int_param(query, "from", 0, 0, None)
-        size = _int_param(query, "size", 100, 1, 1000)
+        size = self._capped(_int_param(query, "size", 100, 1, 1000))
         keep = _spark_filter(query)
         ascending = (_first(query, "order") or "").endswith("_asc")
         with self._lock:
@@ -424,7 +431,7 @@ class JobStore:
 
     def list_flink(self, project_id: str, query: Query) -> dict[str, Any]:
         offset = _int_param(query, "offset", 0, 0, None)
-        limit = _int_param(query, "limit", 10, 0, 100)
+        limit = self._capped(_int_param(query, "limit", 10, 0, 100))
         keep = _flink_filter(query)
         ascending = (_first(query, "order") or "desc") == "asc"
         with self._lock:

@@ -36,6 +36,11 @@ IN_PROCESS_ONLY = "tests/unit runs in process (no gcloud, Java or servers): move
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+# `make test-unit`, the fast tier a developer runs between edits: fewer examples per property
+# (the full count still runs in `make test` and CI).
+settings.register_profile(
+    "quick", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile(
     "deep",
     max_examples=10000,

@@ -43,6 +43,9 @@ FILE_MAX_AGE_S = 300.0
 RENEW_MARGIN_S = 300.0
 RENEW_MARGIN_FRACTION = 0.1
 DEFAULT_TOKEN_LIFETIME_S = 3600.0  # IAM sent no usable expires_at (real tokens last 24 h)
+# After IAM refuses the password, it is not asked again (for any project) for this long: every
+# request meanwhile shares that refusal (SPEC 5.1: accounts get locked out by retry storms).
+IAM_REFUSAL_PAUSE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ class TokenAuth:
       only due for renewal; if the renewal fails transiently it stays in use until it expires).
     - After a 401 the token that request carried is forgotten, unless another thread has
       already replaced it, so a refused token costs one fetch however many requests saw it.
+    - After IAM refuses the password (``AuthRefused``), IAM is asked again at most once per
+      ``IAM_REFUSAL_PAUSE_S``, whatever the project: until then every token request of the
+      instance raises that refusal at once.
     """
 
     def __init__(
@@ -236,6 +242,7 @@ class TokenAuth:
         # per project, changed only with its lock held: fetches done, the last one's failure
         self._fetches_done: dict[str, int] = {}
         self._failures: dict[str, tuple[int, Exception]] = {}
+        self._refused: tuple[float, AuthRefused] | None = None  # when IAM last refused, and how
         self.fetch_count = 0
 
     def headers(self, call: Call, host: str) -> dict[str, str]:
@@ -257,6 +264,7 @@ class TokenAuth:
         cached = self._tokens.get(project_id)
         if cached is not None and self._monotonic() < cached.renew_at:
             return self._use(project_id, cached.value)
+        self._raise_if_refused_lately()
         lock = self._project_lock(project_id)
         if cached is not None and self._monotonic() < cached.expires_at:
             if not lock.acquire(blocking=False):
@@ -279,9 +287,13 @@ class TokenAuth:
         cached = self._tokens.get(project_id)
         if cached is not None and self._monotonic() < cached.renew_at:
             return cached.value
+        self._raise_if_refused_lately()  # a thread that waited for the lock: IAM may have refused
         try:
             fresh = self._fetch(project_id)
         except (TransientFault, AuthRefused, CredentialsUnavailable) as exc:
+            if isinstance(exc, AuthRefused):
+                with self._guard:
+                    self._refused = (self._monotonic(), exc)
             self._failures[project_id] = (self._fetch_done(project_id), exc)
             still_valid = cached is not None and self._monotonic() < cached.expires_at
             if still_valid and not isinstance(exc, AuthRefused):
@@ -298,6 +310,12 @@ class TokenAuth:
         with self._guard:
             self._tokens[project_id] = fresh
         return fresh.value
+
+    def _raise_if_refused_lately(self) -> None:
+        """Raise IAM's last refusal while it is younger than ``IAM_REFUSAL_PAUSE_S``."""
+        refused = self._refused
+        if refused is not None and self._monotonic() - refused[0] < IAM_REFUSAL_PAUSE_S:
+            raise _copy(refused[1])
 
     def _fetch_done(self, project_id: str) -> int:
         """Count a finished fetch (the project's lock held); returns the new count."""
@@ -375,8 +393,6 @@ def _copy(error: Exception) -> Exception:
     """A fresh exception like ``error`` (one instance must not be raised in many threads)."""
     if isinstance(error, TransientFault):
         return TransientFault(error.error_code, error.message, error.http_status)
-    if isinstance(error, AuthRefused):
-        return AuthRefused(error.http_status, error.error_code, error.message)
     return type(error)(*error.args)
 
 

@@ -1,12 +1,21 @@
-"""DLI calls per job kind, retries of transient faults, and DLI answers -> outcomes.
+"""DLI calls per job kind: sending, retrying, and DLI's answers -> outcomes.
 
-Transient faults (connection errors, timeouts, 429, 5xx, bodies that are not JSON) are retried
-with exponential backoff and full jitter, honouring ``Retry-After`` up to a cap, at most
-``max_attempts`` times. When they outlast the retries the call ends in ``TransientFailure``; the
-handler decides whether the event is delivered again or published as ``failed`` (``dli.errors``
-describes every exception). A client made with ``bounded(deadline)`` also stops at the
-deadline (the event's time budget): no attempt starts and no backoff sleeps past it, and each
-attempt's timeout is cut to the time left.
+What one reply means is ``dli.replies``' decision (pure functions); this module sends the
+requests and acts on it:
+- transient faults (connection errors, timeouts, 429, 5xx, ``DLI.0999``, replies that cannot be
+  interpreted: ``DLI_BAD_REPLY``) are retried with exponential backoff and full jitter,
+  honouring ``Retry-After`` up to a cap, at most ``max_attempts`` times; then
+  ``TransientFailure``. Under DLI's rate limit every request of the instance also waits for its
+  turn (``dli.pacing``: the pace its 429s taught);
+- configuration faults raise ``Misconfigured`` at once: a 401 after one credential refresh, IAM
+  refusing the password (``AuthRefused``), the API gateway's 404 without a DLI code;
+- a refused cancel is explained by the job's state (``already_finished``, ``not_found``,
+  ``rejected``); ``not_found`` only when DLI says so with its own code or a state read confirms
+  it.
+The handler decides whether an event is delivered again or published as ``failed``
+(``dli.errors`` describes every exception). A client made with ``bounded(deadline)`` also stops
+at the deadline (the event's time budget): no attempt starts and no backoff sleeps past it, and
+each attempt's timeout is cut to the time left.
 """
 
 from __future__ import annotations
@@ -16,20 +25,29 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import urllib3
 from urllib3.exceptions import NewConnectionError
 
-from cancel_handler import logs
-from cancel_handler.dli import listing, signer
+from cancel_handler.dli import listing, replies, signer
 from cancel_handler.dli.auth import Auth, Call
-from cancel_handler.dli.errors import AuthRefused, DliRefused, TransientFailure, TransientFault
+from cancel_handler.dli.errors import DliRefused, Misconfigured, TransientFailure, TransientFault
+from cancel_handler.dli.pacing import Pacer
+from cancel_handler.dli.replies import (
+    Accepted,
+    Answer,
+    ConfigFault,
+    JobState,
+    Page,
+    Refusal,
+    Reply,
+    Transient,
+)
 from cancel_handler.dli.types import (
-    SQL_ACTIVE_STATES,
     CallOutcome,
     JobKind,
     JobRef,
@@ -37,8 +55,7 @@ from cancel_handler.dli.types import (
 )
 from cancel_handler.limits import ListedJob
 
-NOT_FOUND_CODES = frozenset({"DLI.0002", "DLI.0023"})
-LIST_PAGE_SIZE = 100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,21 +67,13 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Answer:
-    """A definitive (non-transient) DLI answer."""
+class _Got(Generic[T]):
+    """What a call's final reply meant, and how it came."""
 
-    status: int
-    body: Any
+    value: T
+    http_status: int
     request_id: str | None
     attempts: int
-
-    @property
-    def error_code(self) -> str | None:
-        return _error_pair(self.body)[0] if self.status >= 400 else None
-
-    @property
-    def error_message(self) -> str:
-        return _error_pair(self.body)[1] if self.status >= 400 else ""
 
 
 class DliClient:
@@ -87,6 +96,7 @@ class DliClient:
         self._sleep = sleep
         self._clock = clock
         self._deadline: float | None = None
+        self._pacer = Pacer(clock)  # shared by every bounded() copy: one pace per instance
         self._random = random.Random()
         self._random_lock = threading.Lock()
 
@@ -101,69 +111,51 @@ class DliClient:
     # -- cancel ---------------------------------------------------------------------------
 
     def cancel(self, job: JobRef) -> CallOutcome:
-        """Cancel one job: what DLI's answer means. Raises ``TransientFailure`` when faults
-        outlast the retries, ``CredentialsUnavailable`` when the credentials cannot be read; an
-        authentication IAM refuses is a ``rejected`` outcome."""
-        try:
-            if job.kind == "spark":
-                return self._cancel_spark(job)
-            if job.kind == "flink":
-                return self._cancel_flink(job)
-            return self._cancel_sql(job)
-        except AuthRefused as refused:
+        """Cancel one job: what DLI's answer means. Raises ``DliUnavailable``:
+        ``TransientFailure`` when faults outlast the retries, ``Misconfigured`` for a
+        configuration fault, ``CredentialsUnavailable`` when the credentials cannot be read."""
+        got = self._call(self._cancel_call(job), replies.read_cancel(job.kind))
+        if isinstance(got.value, Accepted):
             return CallOutcome(
-                "rejected", False, refused.error_code, refused.message, refused.http_status
+                outcome="cancelled",
+                is_success=True,
+                message=got.value.message,
+                http_status=got.http_status,
+                request_id=got.request_id,
+                attempts=got.attempts,
             )
+        return self._explain_refusal(job, got.value, got.request_id, got.attempts)
 
-    def _cancel_sql(self, job: JobRef) -> CallOutcome:
-        answer = self._call(Call("DELETE", self._job_path(job), job.project_id))
-        if answer.status == 200 and _flag(_field(answer.body, "is_success")):
-            return _cancelled(answer)
-        return self._explain_refusal(job, answer, self._sql_state)
-
-    def _cancel_spark(self, job: JobRef) -> CallOutcome:
-        path = f"{self._prefix}/v2.0/{_q(job.project_id)}/batches/{_q(job.job_id)}"
-        answer = self._call(Call("DELETE", path, job.project_id))
-        if answer.status == 200 and _field(answer.body, "msg") == "deleted":
-            return _cancelled(answer)
-        return self._explain_refusal(job, answer, self._spark_state)
-
-    def _cancel_flink(self, job: JobRef) -> CallOutcome:
-        path = f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/stop"
-        body = json.dumps({"job_ids": [int(job.job_id)], "trigger_savepoint": False})
-        answer = self._call(Call("POST", path, job.project_id, body=body.encode()))
-        per_job = answer.body[0] if isinstance(answer.body, list) and answer.body else {}
-        if answer.status == 200 and _flag(_field(per_job, "is_success")):
-            return _cancelled(answer)
-        if answer.status == 200:
-            answer = replace(answer, body=per_job)
-        return self._explain_refusal(job, answer, self._flink_state)
+    def _cancel_call(self, job: JobRef) -> Call:
+        if job.kind == "spark":
+            return Call("DELETE", self._spark_path(job), job.project_id)
+        if job.kind == "flink":
+            path = f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/stop"
+            body = json.dumps({"job_ids": [int(job.job_id)], "trigger_savepoint": False})
+            return Call("POST", path, job.project_id, body=body.encode())
+        return Call("DELETE", self._job_path(job), job.project_id)
 
     def _explain_refusal(
-        self, job: JobRef, answer: Answer, read_state: Callable[[JobRef], str | None]
+        self, job: JobRef, refusal: Refusal, request_id: str | None, attempts: int
     ) -> CallOutcome:
         """After a refused cancel, the job's state tells already-finished and not-found
-        apart from a real refusal. 401/403 are refusals: no state read can change that."""
-        code = answer.error_code or _field(answer.body, "error_code")
-        message = answer.error_message or str(_field(answer.body, "message") or "")
+        apart from a real refusal (not after a 403: no state read can change that)."""
         base = CallOutcome(
             outcome="rejected",
             is_success=False,
-            error_code=code or f"DLI_HTTP_{answer.status}",
-            message=message,
-            http_status=answer.status,
-            request_id=answer.request_id,
-            attempts=answer.attempts,
+            error_code=refusal.error_code,
+            message=refusal.message,
+            http_status=refusal.http_status,
+            request_id=request_id,
+            attempts=attempts,
         )
-        if answer.status in (401, 403):
-            return base
-        if code in NOT_FOUND_CODES or answer.status == 404:
+        if refusal.not_found:
             return replace(base, outcome="not_found")
+        if not refusal.needs_state_read:
+            return base
         try:
-            state = read_state(job)
-        except DliRefused as refused:
-            if _says_not_found(refused):
-                return replace(base, outcome="not_found")
+            state = self.job_state(job)
+        except DliRefused:
             return base
         if state is None:
             return replace(base, outcome="not_found")
@@ -175,66 +167,25 @@ class DliClient:
 
     def job_state(self, job: JobRef) -> str | None:
         """The job's state as DLI reports it (SQL status, Spark state, Flink status); ``None``
-        when DLI has no such job. Raises ``DliRefused``, ``AuthRefused`` or
-        ``TransientFailure`` when the state cannot be read."""
-        readers = {"sql": self._sql_state, "spark": self._spark_state, "flink": self._flink_state}
-        try:
-            return readers[job.kind](job)
-        except DliRefused as refused:
-            if _says_not_found(refused):
-                return None
-            raise
+        when DLI says, with its own code, that there is no such job. Raises ``DliRefused``
+        when DLI refuses the read, ``DliUnavailable`` when it cannot be made."""
+        call = Call("GET", self._state_path(job), job.project_id)
+        got: _Got[JobState | Refusal] = self._call(call, replies.read_state(job.kind))
+        if isinstance(got.value, Refusal):
+            raise _refused(got.value, got.request_id)
+        return got.value.state
 
-    def _sql_state(self, job: JobRef) -> str | None:
-        answer = self._read(Call("GET", self._job_path(job) + "/status", job.project_id))
-        status = _field(answer.body, "status")
-        return str(status) if status else None
-
-    def _spark_state(self, job: JobRef) -> str | None:
-        path = f"{self._prefix}/v2.0/{_q(job.project_id)}/batches/{_q(job.job_id)}/state"
-        state = _field(self._read(Call("GET", path, job.project_id)).body, "state")
-        return str(state) if state else None
-
-    def _flink_state(self, job: JobRef) -> str | None:
-        path = f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/{_q(job.job_id)}"
-        body = self._read(Call("GET", path, job.project_id)).body
-        detail = _field(body, "job_detail") or body
-        status = _field(detail, "status")
-        return str(status) if status else None
+    def _state_path(self, job: JobRef) -> str:
+        if job.kind == "spark":
+            return self._spark_path(job) + "/state"
+        if job.kind == "flink":
+            return f"{self._prefix}/v1.0/{_q(job.project_id)}/streaming/jobs/{_q(job.job_id)}"
+        return self._job_path(job) + "/status"
 
     def list_active_sql_jobs(self, project_id: str, queue_name: str) -> list[str]:
-        """Every RUNNING, LAUNCHING or SCALING SQL job on the queue, across all pages."""
-        seen: dict[str, None] = {}
-        for state in SQL_ACTIVE_STATES:
-            for job in self._list_pages(project_id, queue_name, state):
-                if job.get("queue_name", queue_name) == queue_name and job.get("status") == state:
-                    seen.setdefault(str(job["job_id"]), None)
-        return list(seen)
-
-    def _list_pages(self, project_id: str, queue: str, state: str) -> Iterator[dict[str, Any]]:
-        path = f"{self._prefix}/v1.0/{_q(project_id)}/jobs"
-        page, fetched = 1, 0
-        while True:
-            query = (
-                ("current-page", str(page)),
-                ("job-status", state),
-                ("page-size", str(LIST_PAGE_SIZE)),
-                ("queue_name", queue),
-            )
-            body = self._read(Call("GET", path, project_id, query=query)).body
-            jobs = [
-                j for j in (_field(body, "jobs") or []) if isinstance(j, dict) and "job_id" in j
-            ]
-            yield from jobs
-            fetched += len(jobs)
-            total = _field(body, "job_count")
-            if (
-                not jobs
-                or len(jobs) < LIST_PAGE_SIZE
-                or (isinstance(total, int) and fetched >= total)
-            ):
-                return
-            page += 1
+        """Every LAUNCHING, RUNNING or SCALING SQL job on the queue, across all pages
+        (``dli.listing``: states in lifecycle order, pages to the total DLI reports)."""
+        return [job.job_id for job in self.list_active(project_id, "sql", queue_name)]
 
     def list_active(
         self, project_id: str, kind: JobKind, queue_name: str | None = None
@@ -242,35 +193,45 @@ class DliClient:
         """Every active job of ``kind`` on the queue (``None``: every queue), all pages, with
         what the watchdog needs (``dli.listing``)."""
         return listing.list_active(
-            lambda call: self._read(call).body, self._prefix, project_id, kind, queue_name
+            self._page_reader(kind), self._prefix, project_id, kind, queue_name
         )
 
-    def _read(self, call: Call) -> Answer:
-        answer = self._call(call)
-        if answer.status >= 400 or _field(answer.body, "is_success") is False:
-            raise DliRefused(
-                answer.status, answer.error_code, answer.error_message, answer.request_id
-            )
-        return answer
+    def _page_reader(self, kind: JobKind) -> Callable[[Call], Page]:
+        """Reads one listing page (``dli.replies.read_page``); ``DliRefused`` when DLI
+        refuses it."""
+        read = replies.read_page(kind)
+
+        def page(call: Call) -> Page:
+            got = self._call(call, read)
+            if isinstance(got.value, Refusal):
+                raise _refused(got.value, got.request_id)
+            return got.value
+
+        return page
 
     # -- transport ------------------------------------------------------------------------
 
-    def _call(self, call: Call) -> Answer:
-        """Send ``call``, retrying transient faults. ``attempts`` in the answer (or in the
-        ``TransientFailure``) counts every request sent for it, the one after a 401 included."""
+    def _call(self, call: Call, read: Callable[[Answer], T]) -> _Got[T]:
+        """Send ``call`` and ``read`` the answer, retrying transient faults (a reply ``read``
+        cannot interpret included). ``attempts`` (here or in the ``DliUnavailable``) counts
+        every request sent for it, the one after a 401 included."""
         counted = 0  # attempts toward max_attempts (a fresh credential restarts the count)
         sent = 0  # requests actually sent
         reauthenticated = False
         last: TransientFailure | None = None
         while counted < self._policy.max_attempts:
+            started = self._wait_for_turn()
+            if started is None:
+                break
             timeout = self._attempt_timeout()
             if timeout is None:
                 break
             counted += 1
             sent += 1
             try:
-                answer = self._send(call, sent, timeout)
+                got = self._attempt(call, read, timeout, sent)
             except TransientFault as fault:
+                self._paced(started, fault.http_status, fault.retry_after)
                 last = fault.failure(sent)
                 if counted < self._policy.max_attempts:
                     delay = self._backoff(counted, fault.retry_after)
@@ -278,11 +239,13 @@ class DliClient:
                         break
                     self._sleep(delay)
                 continue
-            if answer.status == 401 and not reauthenticated and self._auth.after_unauthorized(call):
+            if not isinstance(got, ConfigFault):
+                return got
+            if got.unauthorized and not reauthenticated and self._auth.after_unauthorized(call):
                 reauthenticated = True
                 counted -= 1  # a fresh credential gets a full set of attempts of its own
                 continue
-            return answer
+            raise Misconfigured(got.error_code, got.message, sent, got.http_status, got.request_id)
         if counted < self._policy.max_attempts:  # stopped by the deadline
             if last is None:
                 raise TransientFailure(
@@ -291,6 +254,42 @@ class DliClient:
             raise last.out_of_time()
         assert last is not None
         raise last
+
+    def _wait_for_turn(self) -> float | None:
+        """Sleep until the pacer lets this request start (DLI's rate limit); the start time, or
+        ``None`` when that would be past the deadline."""
+        started = self._pacer.turn()
+        wait = started - self._clock()
+        if wait > 0:
+            if not self._time_left_after(wait):
+                return None
+            self._sleep(wait)
+        return started
+
+    def _paced(self, started: float, status: int | None, retry_after: float | None) -> None:
+        """Tell the pacer when DLI's gateway throttled a request."""
+        if status == 429:
+            # held no longer than the throttled request itself waits (the backoff's cap)
+            cap = self._policy.max_delay_s
+            self._pacer.throttled(started, None if retry_after is None else min(retry_after, cap))
+
+    def _attempt(
+        self, call: Call, read: Callable[[Answer], T], timeout: float, sent: int
+    ) -> _Got[T] | ConfigFault:
+        """One request: what its reply means, or ``TransientFault``."""
+        reply = self._send(call, timeout)
+        meaning = replies.interpret(reply, read, time.time())
+        if isinstance(meaning, Transient):
+            raise TransientFault(
+                meaning.error_code,
+                meaning.message,
+                meaning.http_status,
+                meaning.request_id,
+                meaning.retry_after_s,
+            )
+        if isinstance(meaning, ConfigFault):
+            return meaning
+        return _Got(meaning, reply.status, replies.request_id_of(reply.headers), sent)
 
     def _attempt_timeout(self) -> float | None:
         """The timeout of the next attempt; ``None`` when the deadline has passed."""
@@ -304,7 +303,7 @@ class DliClient:
     def _time_left_after(self, delay: float) -> bool:
         return self._deadline is None or self._clock() + delay < self._deadline
 
-    def _send(self, call: Call, attempt: int, timeout: float) -> Answer:
+    def _send(self, call: Call, timeout: float) -> Reply:
         url = self._base[: len(self._base) - len(self._prefix)] + call.path
         if call.query:
             # the query goes on the wire exactly as it was signed
@@ -326,7 +325,7 @@ class DliClient:
             raise TransientFault("DLI_TIMEOUT", _reason(exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransientFault("DLI_UNREACHABLE", _reason(exc)) from None
-        return _classify(_Response(raw.status, raw.headers, raw.data), attempt)
+        return Reply(raw.status, raw.headers, raw.data)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cap = self._policy.max_delay_s
@@ -338,19 +337,12 @@ class DliClient:
     def _job_path(self, job: JobRef) -> str:
         return f"{self._prefix}/v1.0/{_q(job.project_id)}/jobs/{_q(job.job_id)}"
 
+    def _spark_path(self, job: JobRef) -> str:
+        return f"{self._prefix}/v2.0/{_q(job.project_id)}/batches/{_q(job.job_id)}"
 
-@dataclass(frozen=True)
-class _Response:
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
+def _refused(refusal: Refusal, request_id: str | None) -> DliRefused:
+    return DliRefused(refusal.http_status, refusal.dli_code, refusal.message, request_id)
 
 
 def new_pool(size: int) -> urllib3.PoolManager:
@@ -365,86 +357,8 @@ def new_pool(size: int) -> urllib3.PoolManager:
     )
 
 
-def _classify(response: _Response, attempt: int) -> Answer:
-    request_id = response.headers.get("X-Request-Id")
-    status = response.status_code
-    if status == 429 or status >= 500:
-        raise TransientFault(
-            f"DLI_HTTP_{status}",
-            _snippet(response),
-            status,
-            request_id,
-            _retry_after(response.headers.get("Retry-After")),
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        raise TransientFault(
-            f"DLI_HTTP_{status}", f"answer is not JSON: {_snippet(response)}", status, request_id
-        ) from None
-    return Answer(status, body, request_id, attempt)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _cancelled(answer: Answer) -> CallOutcome:
-    return CallOutcome(
-        outcome="cancelled",
-        is_success=True,
-        message=str(_field(answer.body, "message") or ""),
-        http_status=answer.status,
-        request_id=answer.request_id,
-        attempts=answer.attempts,
-    )
-
-
-def _says_not_found(refused: DliRefused) -> bool:
-    return refused.dli_code in NOT_FOUND_CODES or refused.http_status == 404
-
-
-def _flag(value: Any) -> bool:
-    """DLI's success flags: a JSON true, or Flink's string "true"."""
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
-def _field(body: Any, name: str) -> Any:
-    return body.get(name) if isinstance(body, dict) else None
-
-
-def _error_pair(body: Any) -> tuple[str | None, str]:
-    """The error code and message, the way the official SDK finds them."""
-    if not isinstance(body, dict):
-        return None, ""
-    for code_key, msg_key in (("error_code", "error_msg"), ("errorCode", "errorMsg")):
-        if code_key in body:
-            return str(body[code_key]), str(body.get(msg_key, ""))
-    for value in body.values():
-        if isinstance(value, dict):
-            code, message = _error_pair(value)
-            if code:
-                return code, message
-    return None, str(body.get("message", "") or body.get("error_msg", ""))
-
-
 def _q(segment: str) -> str:
     return quote(segment, safe="")
-
-
-def _snippet(response: _Response) -> str:
-    """The start of an answer's body, for messages; registered secrets are masked."""
-    return " ".join(logs.redact(response.text[:2000]).split())[:200]
 
 
 _TRANSPORT_CAUSES = (

@@ -5,15 +5,20 @@ Exception
 ├── DliUnavailable          try later: DLI cannot be used now. The handler catches this base once
 │   │                       and decides: deliver the event again, or publish ``failed``.
 │   ├── TransientFailure    transient faults (DLI or IAM: connection errors, timeouts, 429, 5xx,
-│   │                       replies that are not JSON) outlasted the retries or the event's time
-│   │                       budget. ``ages_out``: an event older than MAX_EVENT_AGE_S gives up.
+│   │                       DLI.0999, replies that cannot be interpreted: DLI_BAD_REPLY)
+│   │                       outlasted the retries or the event's time budget. ``ages_out``: an
+│   │                       event older than MAX_EVENT_AGE_S gives up.
+│   ├── Misconfigured       a configuration fault DLI reported: a refused authentication (a 401
+│   │   │                   after one credential refresh), an API that does not exist where
+│   │   │                   DLI_ENDPOINT points (the gateway's 404 without a DLI code, a
+│   │   │                   redirect). Not retried within the event; ages out like a transient.
+│   │   └── AuthRefused     IAM refused to issue a token (wrong password, no permission).
 │   └── CredentialsUnavailable  the credentials cannot be read (a mounted secret gone or
 │                           malformed): a configuration fault, retried whatever the event's age.
 ├── TransientFault          one request's transient fault (DLI or IAM). Raised inside the
 │                           client, which retries it; it never leaves ``DliClient``.
 └── Refused                 a definitive refusal: the same request later gets the same answer.
-    ├── DliRefused          DLI refused a read (job state, listing).
-    └── AuthRefused         IAM refused to issue a token.
+    └── DliRefused          DLI refused a read (job state, listing).
 ```
 
 Above this package the handler turns ``DliUnavailable`` into ``cancel_handler.errors.RetryLater``
@@ -133,13 +138,21 @@ class DliRefused(Refused):
         self.request_id = request_id
 
 
-class AuthRefused(Refused):
+class Misconfigured(DliUnavailable):
+    """A configuration fault DLI (or IAM) reported: the same request cannot succeed until the
+    configuration changes (credentials, DLI_ENDPOINT, region), so it is not retried within the
+    event. The event is delivered again while younger than MAX_EVENT_AGE_S (a key rotation may
+    be under way); older, its jobs are published ``failed`` with ``error_code`` (the code DLI,
+    the gateway or IAM gave, else ``DLI_HTTP_<status>`` / ``IAM_HTTP_<status>``) and
+    ``http_status`` of the last reply."""
+
+    def __str__(self) -> str:
+        return f"configuration fault: {self.error_code} (HTTP {self.http_status}): {self.message}"
+
+
+class AuthRefused(Misconfigured):
     """IAM refused to issue a token: the credentials are wrong or lack permission."""
 
     def __init__(self, http_status: int, error_code: str, message: str) -> None:
-        super().__init__(
-            f"IAM refused the token request: HTTP {http_status} {error_code}",
-            http_status,
-            error_code,
-            message,
-        )
+        super().__init__(error_code, message, 0, http_status)
+        self.args = (http_status, error_code, message)

@@ -12,8 +12,9 @@ order, so a job that moves on between two listings is still seen once. Pages are
 until the jobs collected reach the total DLI reports, or a page comes back empty (or brings no
 job not seen yet: a DLI that ignored the offset), whatever page size DLI really used.
 
-A listed job whose id has the wrong shape for its kind (ids reach URL paths and Flink's stop
-body) is left out; so is one listed on another queue than the one asked for.
+What one page says is ``dli.replies.read_page``'s decision (a page of the wrong structure is a
+``DLI_BAD_REPLY``). A listed job whose id has the wrong shape for its kind (ids reach URL paths
+and Flink's stop body) is left out; so is one listed on another queue than the one asked for.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from cancel_handler.dli.auth import Call
-from cancel_handler.dli.errors import DliRefused
-from cancel_handler.dli.types import JobKind
+from cancel_handler.dli.replies import Page, PageJob
+from cancel_handler.dli.types import SQL_ACTIVE_STATES, JobKind
 from cancel_handler.limits import ListedJob, tag_pairs
 
 PAGE_SIZE = 100
@@ -34,13 +35,13 @@ MAX_PAGES = 1000  # 100,000 jobs of one state: past that, DLI's paging is not to
 
 SPARK_ACTIVE_STATES = ("starting", "running", "recovering")
 FLINK_ACTIVE_STATES = ("job_running", "job_running_exception")
-SQL_LIFECYCLE_STATES = ("LAUNCHING", "RUNNING", "SCALING")
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _FLINK_ID = re.compile(r"[1-9][0-9]{0,18}")
 _FLINK_MAX_ID = 2**63 - 1
 
-Read = Callable[[Call], Any]  # a signed GET -> the reply's JSON body; raises DliRefused
+# a signed GET -> the page it answered (``replies.read_page``); raises DliRefused, DliUnavailable
+Read = Callable[[Call], Page]
 
 
 @dataclass(frozen=True)
@@ -65,28 +66,12 @@ class _Api:
             pairs.append(("queue_name", queue))
         return tuple(pairs)
 
-    def page(self, body: Any) -> tuple[list[dict[str, Any]], Any]:
-        """The jobs of one reply and the total DLI reports (``None`` when it gives none)."""
-        if self.kind == "sql":
-            items, total = _get(body, "jobs"), _get(body, "job_count")
-        elif self.kind == "spark":
-            items, total = _get(body, "sessions"), _get(body, "total")
-        else:
-            listing = _get(body, "job_list")
-            items, total = _get(listing, "jobs"), _get(listing, "total_count")
-        jobs = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-        counted = isinstance(total, int) and not isinstance(total, bool)
-        return jobs, total if counted else None
-
-    def in_state(self, raw: dict[str, Any], state: str) -> bool:
-        value = raw.get(self.state_field)
-        if not isinstance(value, str):
-            return False
-        return value == state if self.kind == "sql" else value.lower() == state
+    def in_state(self, job: PageJob, state: str) -> bool:
+        return job.state == state if self.kind == "sql" else job.state.lower() == state
 
 
 APIS = {
-    "sql": _Api("sql", "/v1.0/{project}/jobs", SQL_LIFECYCLE_STATES, "status"),
+    "sql": _Api("sql", "/v1.0/{project}/jobs", SQL_ACTIVE_STATES, "status"),
     "spark": _Api("spark", "/v2.0/{project}/batches", SPARK_ACTIVE_STATES, "state"),
     "flink": _Api("flink", "/v1.0/{project}/streaming/jobs", FLINK_ACTIVE_STATES, "status"),
 }
@@ -102,9 +87,9 @@ def list_active(
     wanted = queue_name.lower() if queue_name is not None else None
     seen: dict[str, ListedJob] = {}
     for state in api.states:
-        for raw in _pages(read, api, Call("GET", path, project_id), state, queue_name):
-            job = _listed(kind, raw, queue_name)
-            if job is None or job.job_id in seen or not api.in_state(raw, state):
+        for entry in _pages(read, api, Call("GET", path, project_id), state, queue_name):
+            job = _listed(kind, entry, queue_name)
+            if job is None or job.job_id in seen or not api.in_state(entry, state):
                 continue
             if wanted is not None and job.queue_name.lower() != wanted:
                 continue
@@ -112,42 +97,36 @@ def list_active(
     return list(seen.values())
 
 
-def _pages(
-    read: Read, api: _Api, base: Call, state: str, queue: str | None
-) -> Iterator[dict[str, Any]]:
+def _pages(read: Read, api: _Api, base: Call, state: str, queue: str | None) -> Iterator[PageJob]:
     ids: set[str] = set()
     for page in range(1, MAX_PAGES + 1):
         query = api.query(state, queue, page, len(ids))
-        body = read(Call(base.method, base.path, base.project_id, query=query))
-        if api.kind == "flink" and _says_false(_get(body, "is_success")):
-            raise DliRefused(200, None, str(_get(body, "message") or "listing refused"))
-        jobs, total = api.page(body)
-        new = [job for job in jobs if _key(job) not in ids]
-        ids.update(_key(job) for job in new)
+        answered = read(Call(base.method, base.path, base.project_id, query=query))
+        new = [job for job in answered.jobs if job.job_id not in ids]
+        ids.update(job.job_id for job in new)
         yield from new
-        if not new or (total is not None and len(ids) >= total):
+        if not new or (answered.total is not None and len(ids) >= answered.total):
             return
 
 
-def _listed(kind: JobKind, raw: dict[str, Any], queue_name: str | None) -> ListedJob | None:
+def _listed(kind: JobKind, entry: PageJob, queue_name: str | None) -> ListedJob | None:
     """One listed job, or ``None`` when its id is not one of its kind."""
+    raw = entry.fields
     if kind == "sql":
-        job_id, queue, start = raw.get("job_id"), raw.get("queue_name"), raw.get("start_time")
+        start = raw.get("start_time")
     elif kind == "spark":
-        job_id, start = raw.get("id"), raw.get("create_time")
-        queue = raw.get("queue") or raw.get("cluster_name")
+        start = raw.get("create_time")
     else:
-        job_id, queue = raw.get("job_id"), raw.get("queue_name")
         start = (
             raw.get("start_time") if raw.get("start_time") is not None else raw.get("create_time")
         )
-    text = _job_id(kind, job_id)
+    text = _job_id(kind, entry.job_id)
     if text is None:
         return None
     return ListedJob(
         job_id=text,
         kind=kind,
-        queue_name=queue if isinstance(queue, str) and queue else (queue_name or ""),
+        queue_name=entry.queue_name or queue_name or "",
         duration_ms=raw.get("duration"),
         start_ms=start,
         tags=tag_pairs(raw.get("tags")),
@@ -163,15 +142,3 @@ def _job_id(kind: JobKind, value: Any) -> str | None:
         )
         return value if valid else None
     return value if isinstance(value, str) and _UUID.fullmatch(value) else None
-
-
-def _key(raw: dict[str, Any]) -> str:
-    return str(raw.get("job_id", raw.get("id")))
-
-
-def _says_false(value: Any) -> bool:
-    return value is False or (isinstance(value, str) and value.lower() == "false")
-
-
-def _get(body: Any, name: str) -> Any:
-    return body.get(name) if isinstance(body, dict) else None

@@ -16,7 +16,8 @@ JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 # it is what the handler publishes when transient faults outlast an old event.
 CallResult = Literal["cancelled", "already_finished", "not_found", "rejected"]
 
-SQL_ACTIVE_STATES = ("RUNNING", "LAUNCHING", "SCALING")
+# In lifecycle order: a job that moves on between two listings is still seen (SPEC 5.1).
+SQL_ACTIVE_STATES = ("LAUNCHING", "RUNNING", "SCALING")
 SQL_TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELLED"})
 SPARK_TERMINAL_STATES = frozenset({"success", "dead"})
 FLINK_TERMINAL_STATES = frozenset(

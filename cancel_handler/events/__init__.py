@@ -56,8 +56,8 @@ _FORMATS: dict[SourceFormat, tuple[_Parse, _Salvage]] = {
 def prepare() -> None:
     """Build the validator of our own event schema now (the models are built on first use,
     so a cold start pays only for the formats it meets)."""
-    ours.OurEvent.model_rebuild(force=True)
-    sweep.SweepEvent.model_rebuild(force=True)
+    ours.OurEvent.validator()
+    sweep.SweepEvent.validator()
 
 
 def parse_event(delivery: Delivery, rules: EventRules) -> Parsed:

@@ -24,12 +24,15 @@ class ApprovalEvent:
     dry_run: bool = False
 
 
+_WHAT = "an approval"  # in error messages
+
+
 def is_approval(payload: dict[str, Any]) -> bool:
     return FIELD in payload
 
 
 def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> ApprovalEvent:
-    _event_type(payload, delivery)
+    c.require_budget_event(payload, delivery, _WHAT)
     token = payload[FIELD]
     if not isinstance(token, str) or not token:
         raise InvalidEvent(
@@ -49,18 +52,4 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> App
 
 
 def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
-    return c.Partial(event_type=c.attempt(lambda: _event_type(payload, delivery)))
-
-
-def _event_type(payload: dict[str, Any], delivery: Delivery) -> str:
-    event_type = c.resolve_event_type(
-        delivery.topic,
-        payload.get("event_type"),
-        delivery.attributes.get("event_type"),
-        default="budget-exceeded",
-    )
-    if event_type != "budget-exceeded":
-        raise InvalidEvent(
-            "event_type", f"an approval is a budget-exceeded event, not {event_type!r}"
-        )
-    return event_type
+    return c.Partial(event_type=c.attempt(lambda: c.require_budget_event(payload, delivery, _WHAT)))

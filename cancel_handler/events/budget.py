@@ -9,10 +9,7 @@ budget after a month without spend is 0: any cost would pass its threshold).
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from typing import Any, ClassVar
 
 from cancel_handler.config import BudgetTarget
 from cancel_handler.envelopes import Delivery
@@ -21,25 +18,30 @@ from cancel_handler.events.common import CancelEvent, EventRules, Ignored, Inval
 
 SCHEMA_VERSION = "1.0"
 
+_WHAT = "a Cloud Billing budget notification"  # in error messages
 
-class BudgetNotification(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        extra="ignore",
-        frozen=True,
-        allow_inf_nan=False,
-        alias_generator=to_camel,
-        defer_build=True,
-    )
 
-    budget_display_name: str | None = None
+class BudgetNotification(c.Model):
+    budget_display_name: str | None
     cost_amount: float
     budget_amount: float
-    alert_threshold_exceeded: float | None = None
-    forecast_threshold_exceeded: float | None = None
-    cost_interval_start: str | None = None
-    budget_amount_type: str | None = None
-    currency_code: str | None = None
+    alert_threshold_exceeded: float | None
+    forecast_threshold_exceeded: float | None
+    cost_interval_start: str | None
+    budget_amount_type: str | None
+    currency_code: str | None
+
+    # Cloud Billing writes camelCase: the payload's names are the aliases
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "budget_display_name": c.optional(c.STR, "budgetDisplayName"),
+        "cost_amount": c.required(c.FINITE_NUMBER, "costAmount"),
+        "budget_amount": c.required(c.FINITE_NUMBER, "budgetAmount"),
+        "alert_threshold_exceeded": c.optional(c.FINITE_NUMBER, "alertThresholdExceeded"),
+        "forecast_threshold_exceeded": c.optional(c.FINITE_NUMBER, "forecastThresholdExceeded"),
+        "cost_interval_start": c.optional(c.STR, "costIntervalStart"),
+        "budget_amount_type": c.optional(c.STR, "budgetAmountType"),
+        "currency_code": c.optional(c.STR, "currencyCode"),
+    }
 
 
 def is_budget_notification(payload: dict[str, Any], attributes: dict[str, str]) -> bool:
@@ -49,7 +51,7 @@ def is_budget_notification(payload: dict[str, Any], attributes: dict[str, str]) 
 
 
 def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> CancelEvent | Ignored:
-    _check_event_type(payload, delivery)
+    c.require_budget_event(payload, delivery, _WHAT)
     _check_schema_version(delivery.attributes)
     note = c.validate_model(BudgetNotification, payload)
     budget_id = delivery.attributes.get("budgetId")
@@ -85,23 +87,7 @@ def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> Can
 
 
 def salvage(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> c.Partial:
-    return c.Partial(event_type=c.attempt(lambda: _check_event_type(payload, delivery)))
-
-
-def _check_event_type(payload: dict[str, Any], delivery: Delivery) -> str:
-    event_type = c.resolve_event_type(
-        delivery.topic,
-        payload.get("event_type"),
-        delivery.attributes.get("event_type"),
-        default="budget-exceeded",
-    )
-    if event_type != "budget-exceeded":
-        raise InvalidEvent(
-            "event_type",
-            f"event_type of a Cloud Billing budget notification is always budget-exceeded, "
-            f"not {event_type!r}",
-        )
-    return event_type
+    return c.Partial(event_type=c.attempt(lambda: c.require_budget_event(payload, delivery, _WHAT)))
 
 
 def _check_schema_version(attributes: dict[str, str]) -> None:

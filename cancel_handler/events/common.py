@@ -3,6 +3,13 @@
 Validation is strict on purpose: ids reach DLI URL paths, so they must match their exact
 shapes (UUIDs for SQL and Spark jobs, positive 64-bit integers for Flink jobs, 32 lower-case
 hex characters for projects, DLI queue naming for queues), with no coercion and no trimming.
+
+The models (``Model``) are validated by pydantic's validation engine, pydantic-core, from
+schemas written out here (strict types, unknown keys ignored; the same validators and the same
+errors as the equivalent ``pydantic.BaseModel``, which tests/unit/test_event_models.py holds
+them to). Not ``BaseModel`` itself: importing pydantic's model layer and building the models
+cost a cold start about 280 M instructions (~12 % of the first result, docs/performance.md);
+pydantic-core alone about 90 M.
 """
 
 from __future__ import annotations
@@ -10,12 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator, ValidationError
 
 from cancel_handler.config import PROJECT_ID_RE, BudgetTarget, Settings
 from cancel_handler.dli.types import JobKind
+from cancel_handler.envelopes import Delivery
 from cancel_handler.jsonbody import MAX_DEPTH as MAX_DEPTH
 from cancel_handler.jsonbody import JsonRead, read_object
 from cancel_handler.jsonbody import show as show
@@ -34,7 +42,60 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,127}")
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+
+# -- models: pydantic-core schemas ------------------------------------------------------------
+
+Schema = dict[str, Any]
+STR: Schema = {"type": "str", "strict": True}
+BOOL: Schema = {"type": "bool", "strict": True}
+FINITE_NUMBER: Schema = {"type": "float", "strict": True, "allow_inf_nan": False}
+ANY: Schema = {"type": "any"}
+LIST: Schema = {"type": "list", "items_schema": ANY, "strict": True}
+OBJECT: Schema = {"type": "dict", "keys_schema": STR, "values_schema": ANY, "strict": True}
+
+
+def one_of(*values: str) -> Schema:
+    return {"type": "literal", "expected": list(values)}
+
+
+def required(schema: Schema, alias: str | None = None) -> Schema:
+    """A field that must be present (``alias``: its name in the payload)."""
+    spec: Schema = {"type": "model-field", "schema": schema}
+    if alias:
+        spec["validation_alias"] = alias
+    return spec
+
+
+def optional(schema: Schema, alias: str | None = None) -> Schema:
+    """A field that may be absent or null (then None)."""
+    nullable = {"type": "nullable", "schema": schema}
+    return required({"type": "default", "schema": nullable, "default": None}, alias)
+
+
+class Model:
+    """An event model: the class's annotations say what its fields hold, ``FIELDS`` how each
+    is validated (``required``/``optional`` of a schema above, or another model's ``schema()``).
+    ``validate_model`` builds one from a payload; its validator is built on first use, so a
+    cold start pays only for the formats it meets."""
+
+    FIELDS: ClassVar[dict[str, Schema]] = {}
+    _validator: ClassVar[SchemaValidator | None] = None
+
+    @classmethod
+    def schema(cls) -> Schema:
+        fields = {"type": "model-fields", "fields": cls.FIELDS, "extra_behavior": "ignore"}
+        return {"type": "model", "cls": cls, "schema": fields, "config": {"title": cls.__name__}}
+
+    @classmethod
+    def validator(cls) -> SchemaValidator:
+        built = cls.__dict__.get("_validator")
+        if built is None:
+            built = SchemaValidator(cls.schema())
+            cls._validator = built
+        return cast(SchemaValidator, built)
+
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -153,7 +214,7 @@ def json_object(read: JsonRead) -> dict[str, Any]:
 
 def validate_model(model: type[M], payload: Mapping[str, Any]) -> M:
     try:
-        return model.model_validate(payload)
+        return cast(M, model.validator().validate_python(payload))
     except ValidationError as error:
         raise from_validation_error(error) from None
 
@@ -175,6 +236,22 @@ def field_path(loc: Iterable[int | str]) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path or "data"
+
+
+def require_budget_event(payload: Mapping[str, Any], delivery: Delivery, what: str) -> EventType:
+    """The event type of a payload that can only be a budget-exceeded event (``what`` names it
+    in the error: "a Cloud Billing budget notification", "an approval")."""
+    event_type = resolve_event_type(
+        delivery.topic,
+        payload.get("event_type"),
+        delivery.attributes.get("event_type"),
+        default="budget-exceeded",
+    )
+    if event_type != "budget-exceeded":
+        raise InvalidEvent(
+            "event_type", f"event_type of {what} is always budget-exceeded, not {event_type!r}"
+        )
+    return event_type
 
 
 def resolve_event_type(

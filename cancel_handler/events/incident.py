@@ -9,9 +9,7 @@ is never read as a DLI project.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
 
 from cancel_handler.dli.types import JOB_KINDS, JobKind
 from cancel_handler.envelopes import Delivery
@@ -32,30 +30,42 @@ _POLICY = "incident.policy_user_labels"
 Labels = list[tuple[str, Mapping[str, Any]]]
 
 
-class _Labelled(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
+class _Labelled(c.Model):
+    labels: dict[str, Any] | None
 
-    labels: dict[str, Any] | None = None
+    FIELDS: ClassVar[dict[str, c.Schema]] = {"labels": c.optional(c.OBJECT)}
 
 
-class Incident(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
-
-    incident_id: str | None = None
+class Incident(c.Model):
+    incident_id: str | None
     state: str
-    summary: str | None = None
-    policy_name: str | None = None
-    url: str | None = None
-    metric: _Labelled | None = None
-    resource: _Labelled | None = None
-    policy_user_labels: dict[str, Any] | None = None
+    summary: str | None
+    policy_name: str | None
+    url: str | None
+    metric: _Labelled | None
+    resource: _Labelled | None
+    policy_user_labels: dict[str, Any] | None
+
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "incident_id": c.optional(c.STR),
+        "state": c.required(c.STR),
+        "summary": c.optional(c.STR),
+        "policy_name": c.optional(c.STR),
+        "url": c.optional(c.STR),
+        "metric": c.optional(_Labelled.schema()),
+        "resource": c.optional(_Labelled.schema()),
+        "policy_user_labels": c.optional(c.OBJECT),
+    }
 
 
-class IncidentNotification(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
-
+class IncidentNotification(c.Model):
     version: str
     incident: Incident
+
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "version": c.required(c.STR),
+        "incident": c.required(Incident.schema()),
+    }
 
 
 def is_incident(payload: dict[str, Any]) -> bool:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
 
 from cancel_handler.dli.types import JOB_KINDS, JobKind
 from cancel_handler.envelopes import Delivery
@@ -12,22 +10,32 @@ from cancel_handler.events import common as c
 from cancel_handler.events.common import CancelEvent, EventRules, EventType, InvalidEvent
 
 
-class OurEvent(BaseModel):
-    model_config = ConfigDict(
-        strict=True, extra="ignore", frozen=True, allow_inf_nan=False, defer_build=True
-    )
+class OurEvent(c.Model):
+    event_type: str | None
+    project_id: str | None
+    job_id: Any
+    job_ids: list[Any] | None
+    job_kind: JobKind | None
+    queue_names: list[Any] | None
+    reason: str | None
+    dry_run: bool | None
+    budget: dict[str, Any] | None
+    context: dict[str, Any] | None
+    source_event_id: str | None
 
-    event_type: str | None = None
-    project_id: str | None = None
-    job_id: Any = None
-    job_ids: list[Any] | None = None
-    job_kind: JobKind | None = None
-    queue_names: list[Any] | None = None
-    reason: str | None = None
-    dry_run: bool | None = None
-    budget: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None  # echoed (bounded): a sweep's share carries its own
-    source_event_id: str | None = None
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "event_type": c.optional(c.STR),
+        "project_id": c.optional(c.STR),
+        "job_id": c.optional(c.ANY),
+        "job_ids": c.optional(c.LIST),
+        "job_kind": c.optional(c.one_of(*JOB_KINDS)),
+        "queue_names": c.optional(c.LIST),
+        "reason": c.optional(c.STR),
+        "dry_run": c.optional(c.BOOL),
+        "budget": c.optional(c.OBJECT),
+        "context": c.optional(c.OBJECT),  # echoed (bounded): a sweep's share carries its own
+        "source_event_id": c.optional(c.STR),
+    }
 
 
 def parse(payload: dict[str, Any], delivery: Delivery, rules: EventRules) -> CancelEvent:

@@ -9,23 +9,27 @@ an invalid event.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, ClassVar
 
 from cancel_handler.envelopes import Delivery
 from cancel_handler.events import common as c
 from cancel_handler.events.common import CancelEvent, EventRules, InvalidEvent
 
 
-class SweepEvent(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
-
-    event_type: str | None = None
+class SweepEvent(c.Model):
+    event_type: str | None
     sweep: bool
-    project_id: str | None = None
-    queue_names: list[Any] | None = None
-    dry_run: bool | None = None
+    project_id: str | None
+    queue_names: list[Any] | None
+    dry_run: bool | None
+
+    FIELDS: ClassVar[dict[str, c.Schema]] = {
+        "event_type": c.optional(c.STR),
+        "sweep": c.required(c.BOOL),
+        "project_id": c.optional(c.STR),
+        "queue_names": c.optional(c.LIST),
+        "dry_run": c.optional(c.BOOL),
+    }
 
 
 def is_sweep(payload: dict[str, Any]) -> bool:

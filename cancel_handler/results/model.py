@@ -7,9 +7,10 @@ field names and order of the JSON object, and the message attributes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from cancel_handler import logs
@@ -22,8 +23,19 @@ class Message(NamedTuple):
     attributes: dict[str, str]
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC, ``2026-11-29T12:00:00.123Z``: one ``strftime`` per second, not per result
+    (a 1,000-job event builds 1,000 of these)."""
+    global _second
+    now = time.time()
+    seconds = int(now)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    millis = min(999, int((now - seconds) * 1000))
+    return f"{_second[1]}.{millis:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class ResultEvent:
         """The published JSON object. Text that came from DLI or from the event (messages,
         reasons, context) passes through ``logs.redact``: no registered secret is published."""
         # not dataclasses.asdict: it deep-copies every field; redact_value copies ``context``
-        data = {f.name: getattr(self, f.name) for f in _FIELDS}
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["outcome"] = str(self.outcome)  # the enum's text
         if not data["queue_name"]:
             del data["queue_name"]
@@ -77,15 +89,24 @@ class ResultEvent:
         return {key: logs.redact(value) for key, value in attrs.items()}
 
     def to_bytes(self) -> bytes:
+        """The published JSON: compact, UTF-8. Written once per result; the message and the
+        HTTP answer share it."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
 
     def to_message(self) -> Message:
         return Message(self.to_bytes(), self.attributes())
 
 
-_FIELDS = fields(ResultEvent)
+_FIELD_NAMES = tuple(f.name for f in fields(ResultEvent))
 
 
 def results_json(results: Sequence[ResultEvent], **extra: Any) -> str:
-    """The HTTP entry point's answer: ``{"results": [...], **extra}``."""
-    return json.dumps({"results": [r.to_dict() for r in results], **extra})
+    """The HTTP entry point's answer: ``{"results": [...], **extra}``, each result as it was
+    published (its JSON is not written again)."""
+    listed = b",".join(r.to_bytes() for r in results).decode()
+    rest = "".join(f",{json.dumps(key)}:{json.dumps(value)}" for key, value in extra.items())
+    return f'{{"results":[{listed}]{rest}}}'

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 PUBLISH_TIMEOUT_S = 30.0
 MAX_PER_REQUEST = 1000  # Pub/Sub's limit of messages in one Publish request
+# Publish requests in flight at once (threads start only as needed): the events of every
+# request thread (deploy.yaml runs 32) each wait for their own, on a channel that multiplexes.
+PUBLISH_THREADS = 16
 # Pub/Sub takes 10 MB per request; gRPC servers (the emulator) often 4 MiB. Proposals carry
 # their approval token in every result (about 31 KB for 1,000 jobs), so size counts too.
 MAX_REQUEST_BYTES = 3_500_000
@@ -49,7 +52,7 @@ class Publisher:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(4, thread_name_prefix="publish")
+                    self._pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
         return self._pool
 
 
@@ -106,11 +109,9 @@ class PubSubSink:
         if remaining <= 0:
             raise self._timed_out()
         client = self._publisher.client()
-        messages = [_pubsub_message(data, attrs) for data, attrs in chunk]
+        request = _publish_request(self.topic, chunk)
         try:
-            client.publish(
-                topic=self.topic, messages=messages, retry=_retry(remaining), timeout=remaining
-            )
+            client.publish(request=request, retry=_retry(remaining), timeout=remaining)
         except (exceptions.RetryError, exceptions.DeadlineExceeded):
             raise self._timed_out() from None
 
@@ -141,10 +142,15 @@ def _chunks(messages: Sequence[Message]) -> list[Sequence[Message]]:
     return chunks
 
 
-def _pubsub_message(data: bytes, attributes: dict[str, str]) -> Any:
-    from google.pubsub_v1 import PubsubMessage
+def _publish_request(topic: str, chunk: Sequence[Message]) -> Any:
+    """The Publish request, built on the protobuf message itself: wrapping each message in
+    the generated (proto-plus) types costs ~45 us a message, this ~5 us."""
+    from google.pubsub_v1 import PublishRequest
 
-    return PubsubMessage(data=data, attributes=attributes)
+    request = PublishRequest.pb()(topic=topic)
+    for data, attributes in chunk:
+        request.messages.add(data=data).attributes.update(attributes)
+    return PublishRequest.wrap(request)
 
 
 def _new_publisher(emulator_host: str | None) -> GapicPublisher:

@@ -3,6 +3,7 @@ listing across pages, retries of transient faults, token auth."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import requests
 from cancel_handler.config import IamSettings, Secret
 from cancel_handler.dli.auth import AkSkAuth, EnvCredentials, TokenAuth
 from cancel_handler.dli.client import DliClient, RetryPolicy
-from cancel_handler.dli.errors import TransientFailure
+from cancel_handler.dli.errors import Misconfigured, TransientFailure
 from cancel_handler.dli.types import JobRef
 from dli_simulator import Fault, Simulator
 
@@ -71,16 +72,15 @@ def test_sql_unknown_job_is_not_found(client: DliClient) -> None:
     )
 
 
-def test_wrong_secret_key_is_rejected(sim: Simulator) -> None:
+def test_wrong_secret_key_is_a_configuration_fault(sim: Simulator) -> None:
     auth = AkSkAuth(EnvCredentials(Secret(AK), Secret("wrong"), None))
     client = DliClient(sim.base_url, auth, RetryPolicy(timeout_s=1.0))
-    outcome = client.cancel(JobRef(PID, sim.submit_sql_job(PID)))
-    assert (outcome.outcome, outcome.http_status, outcome.error_code) == (
-        "rejected",
-        401,
-        "DLI.0014",
-    )
-    assert "wrong" not in outcome.message
+    job_id = sim.submit_sql_job(PID)
+    with pytest.raises(Misconfigured) as raised:
+        client.cancel(JobRef(PID, job_id))
+    assert (raised.value.http_status, raised.value.error_code) == (401, "DLI.0014")
+    assert "wrong" not in raised.value.message
+    assert [r.status for r in sim.requests()] == [401]  # nothing to refresh: believed at once
 
 
 def test_spark_cancel_and_finished(sim: Simulator, client: DliClient) -> None:
@@ -127,7 +127,7 @@ def test_transient_faults_are_retried_then_succeed(sim: Simulator, client: DliCl
         (Fault(count=5, status=429, retry_after="0"), "DLI_HTTP_429"),
         (Fault(count=5, drop=True), "DLI_UNREACHABLE"),
         (Fault(count=5, delay_s=1.5), "DLI_TIMEOUT"),
-        (Fault(count=5, status=200, body="<html>gateway</html>"), "DLI_HTTP_200"),
+        (Fault(count=5, status=200, body="<html>gateway</html>"), "DLI_BAD_REPLY"),
     ],
 )
 def test_faults_outlasting_retries_raise_transient(
@@ -144,9 +144,16 @@ def test_faults_outlasting_retries_raise_transient(
 
 def test_retry_after_is_honoured(sim: Simulator) -> None:
     waits: list[float] = []
+    slept = [0.0]
+
+    def sleep(seconds: float) -> None:  # recorded, not waited: the client's clock moves on
+        waits.append(seconds)
+        slept[0] += seconds
+
     auth = AkSkAuth(EnvCredentials(Secret(AK), Secret(SK), None))
     policy = RetryPolicy(max_attempts=3, timeout_s=1.0, base_delay_s=0.01, max_delay_s=5)
-    client = DliClient(sim.base_url, auth, policy, sleep=waits.append)
+    clock = lambda: time.monotonic() + slept[0]  # noqa: E731
+    client = DliClient(sim.base_url, auth, policy, sleep=sleep, clock=clock)
     job_id = sim.submit_sql_job(PID)
     sim.add_fault(Fault(count=1, status=429, retry_after="2", path_contains=job_id))
     assert client.cancel(JobRef(PID, job_id)).outcome == "cancelled"

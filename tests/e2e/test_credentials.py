@@ -2,9 +2,11 @@
 Pub/Sub emulator and the DLI simulator, with each way operators keep credentials.
 
 - AK/SK from the environment; from a mounted JSON file rotated between two events (the old key
-  is then refused by DLI); with a security token (signed; missing -> ``rejected``).
+  is then refused by DLI); with a security token (signed). A refused key is a configuration
+  fault: delivered again while young, ``failed`` with DLI's code when old.
 - IAM token auth: one token for 20 concurrent requests at a cold start, renewed before it
-  expires, refreshed once after it was revoked; a wrong password -> ``rejected`` with IAM's code.
+  expires, refreshed once after it was revoked (a second 401 is believed); a wrong password is
+  a configuration fault with IAM's code, and IAM is asked once.
 - ``dli-cancel cancel`` as a subprocess with either kind of auth.
 - No secret in any captured output or result.
 """
@@ -31,12 +33,15 @@ from devstack.stack import REPO_ROOT, PubSubEmulator, child_env
 from dli_simulator import Fault, RequestRecord, Simulator
 from tests.e2e_support import (
     ACCESS_KEY,
+    OLD,
     PROJECT_ID,
     SECRET_KEY,
+    YOUNG,
     LocalStack,
     start_stack,
     stop_stack,
 )
+from tests.e2e_support import post_cloud_event as post_aged_event
 
 emulator_test = pytest.mark.emulator
 
@@ -188,26 +193,37 @@ def test_rotated_file_is_used_by_the_next_event(file_stack: LocalStack, secret_d
     ids=["no-security-token", "wrong-sk"],
 )
 @emulator_test
-def test_refused_aksk_is_rejected_with_dlis_code(
+def test_refused_aksk_is_a_configuration_fault_with_dlis_code(
     file_stack: LocalStack, secret_dir: Path, fields: dict[str, str]
 ) -> None:
+    """Once ``rejected`` and acknowledged: every event of a bad key rotation was lost."""
     sim = file_stack.sim
     sim.set_credentials({NEW_AK: NEW_SK})
     write_credentials(secret_dir / "credentials.json", **fields)
     job_id = sim.submit_sql_job(PROJECT_ID)
+    event = {"job_id": job_id, "project_id": PROJECT_ID}
+    young, old = f"refused-young-{uuid.uuid4().hex[:8]}", f"refused-old-{uuid.uuid4().hex[:8]}"
 
-    result = cancel_one(file_stack, job_id)
+    answer = post_aged_event(file_stack.server.url, event, event_id=young, age_s=YOUNG)
 
+    assert answer.status_code == 500 and "DLI.0014" in answer.text  # delivered again
+    # the 401 made the function read the file again: unchanged, so no second attempt
+    assert [r.status for r in requests_for(sim, job_id)] == [401]
+    assert file_stack.no_more_results(young, wait_s=0.3)
+
+    answer = post_aged_event(file_stack.server.url, event, event_id=old, age_s=OLD)
+
+    assert answer.status_code == 200  # old: acknowledged, the job failed with DLI's code
+    [result] = file_stack.results_for(old, 1)
     assert (result["outcome"], result["error_code"], result["http_status"]) == (
-        "rejected",
+        "failed",
         "DLI.0014",
         401,
     )
     assert result["_attributes"]["error_code"] == "DLI.0014"
-    # the 401 made the function read the file again: unchanged, so no second attempt
-    assert [r.status for r in requests_for(sim, job_id)] == [401]
     assert sim.job_status(PROJECT_ID, job_id) == "RUNNING"
-    assert_no_secrets(stack_texts(file_stack, [result]), [*FILE_SECRETS, fields["sk"]])
+    texts = [*stack_texts(file_stack, [result]), answer.text]
+    assert_no_secrets(texts, [*FILE_SECRETS, fields["sk"]])
 
 
 @emulator_test
@@ -335,27 +351,68 @@ def test_revoked_token_is_refreshed_once(token_stack: LocalStack) -> None:
 
 
 @emulator_test
-def test_wrong_iam_password_is_rejected_with_iams_code(
+def test_a_401_after_one_token_refresh_is_a_configuration_fault(token_stack: LocalStack) -> None:
+    sim = token_stack.sim
+    job_id = sim.submit_sql_job(PROJECT_ID)
+    refused = Fault(count=4, status=401, error_code="DLI.0015", path_contains=job_id)
+    sim.add_fault(refused)
+    sim.clear_requests()
+    event = {"job_id": job_id, "project_id": PROJECT_ID}
+    young, old = f"401-young-{uuid.uuid4().hex[:8]}", f"401-old-{uuid.uuid4().hex[:8]}"
+
+    answer = post_aged_event(token_stack.server.url, event, event_id=young, age_s=YOUNG)
+
+    assert answer.status_code == 500 and "DLI.0015" in answer.text
+    # the 401 dropped the token; one new token, one more try, and then DLI is believed
+    assert [r.status for r in requests_for(sim, job_id)] == [401, 401]
+    assert len(token_requests(sim)) == 1
+    assert token_stack.no_more_results(young, wait_s=0.3)
+
+    answer = post_aged_event(token_stack.server.url, event, event_id=old, age_s=OLD)
+
+    assert answer.status_code == 200
+    [result] = token_stack.results_for(old, 1)
+    assert (result["outcome"], result["error_code"], result["http_status"]) == (
+        "failed",
+        "DLI.0015",
+        401,
+    )
+    assert result["attempts"] == 2
+    assert sim.job_status(PROJECT_ID, job_id) == "RUNNING"
+
+
+# Keep this the last test on token_stack: after IAM refuses the password the instance does not
+# ask IAM again for IAM_REFUSAL_PAUSE_S (60 s), whatever the password file says meanwhile.
+@emulator_test
+def test_wrong_iam_password_is_a_configuration_fault_with_iams_code(
     token_stack: LocalStack, secret_dir: Path
 ) -> None:
     sim, password_file = token_stack.sim, secret_dir / "iam-password"
     password_file.write_text(WRONG_PASSWORD + "\n", encoding="utf-8")
+    young, old = f"iam-young-{uuid.uuid4().hex[:8]}", f"iam-old-{uuid.uuid4().hex[:8]}"
     try:
         revoke_all(sim)  # the next request needs a new token, from the wrong password
         sim.clear_requests()
         job_id = sim.submit_sql_job(PROJECT_ID)
+        event = {"job_id": job_id, "project_id": PROJECT_ID}
 
-        result = cancel_one(token_stack, job_id)
+        answer = post_aged_event(token_stack.server.url, event, event_id=young, age_s=YOUNG)
+        assert answer.status_code == 500 and "IAM_HTTP_401" in answer.text
+        assert token_stack.no_more_results(young, wait_s=0.3)
+
+        answer = post_aged_event(token_stack.server.url, event, event_id=old, age_s=OLD)
+        assert answer.status_code == 200
+        [result] = token_stack.results_for(old, 1)
     finally:
         password_file.write_text(IAM_PASSWORD + "\n", encoding="utf-8")
 
     assert (result["outcome"], result["error_code"], result["http_status"]) == (
-        "rejected",
+        "failed",
         "IAM_HTTP_401",
         401,
     )
     assert "username or password is wrong" in result["message"]
-    assert [r.status for r in token_requests(sim)] == [401]
+    assert [r.status for r in token_requests(sim)] == [401]  # asked once for both events
     assert sim.job_status(PROJECT_ID, job_id) == "RUNNING"
     assert_no_secrets(stack_texts(token_stack, [result]), token_secrets(sim))
 
@@ -465,14 +522,15 @@ def test_cli_dry_run_calls_no_cancel_api(cli_sim: Simulator) -> None:
     ],
     ids=["aksk-without-security-token", "token-wrong-password"],
 )
-def test_cli_refused_credentials_are_rejected(
+def test_cli_refused_credentials_say_try_again_with_the_code(
     cli_sim: Simulator, env: dict[str, str], code: str
 ) -> None:
     job_id = cli_sim.submit_sql_job(PROJECT_ID)
     done = run_cli(cli_sim, {**env, "IAM_ENDPOINT": cli_sim.base_url}, job_id)
-    assert done.returncode == 1, done.stderr
-    result = printed_result(done.stdout)
-    assert (result["outcome"], result["error_code"]) == ("rejected", code)
+    assert done.returncode == 3, done.stderr  # not done: a configuration fault
+    assert "dli-cancel: not done, try again" in done.stderr
+    assert f"configuration fault: {code} (HTTP 401)" in done.stderr
+    assert "source_event_id" not in done.stdout  # no result: nothing was decided
     assert cli_sim.job_status(PROJECT_ID, job_id) == "RUNNING"
     assert_no_secrets([done.stdout, done.stderr], [CLI_SK, STS_TOKEN, WRONG_PASSWORD])
 

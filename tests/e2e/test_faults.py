@@ -157,7 +157,7 @@ EXPECTED_CODE = {
     "http_429_retry_after": "DLI_HTTP_429",
     "timeout": "DLI_TIMEOUT",
     "dropped_connection": "DLI_UNREACHABLE",
-    "html_body": "DLI_HTTP_200",
+    "html_body": "DLI_BAD_REPLY",
 }
 RECORDED_STATUS = {
     "http_503": 503,

@@ -94,6 +94,23 @@ def test_budget_event_over_http_returns_one_result_per_job(stack: LocalStack) ->
     assert len(results) == 4
 
 
+def test_a_queue_over_dlis_rate_limit_is_cancelled_whole_at_its_pace(stack: LocalStack) -> None:
+    jobs = stack.sim.add_sql_jobs(PROJECT_ID, 120, queue_name="paced_q")
+    stack.sim.set_rate_limit(40)  # 8 cancels at a time ask for far more than 40 a second
+    try:
+        response = post(stack, {"event_type": "budget-exceeded", "queue_names": ["paced_q"]})
+    finally:
+        stack.sim.set_rate_limit(None)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert sorted(r["job_id"] for r in results if r["outcome"] == "cancelled") == sorted(jobs)
+    assert all(r["attempts"] <= 3 for r in results)
+    statuses = [r.status for r in stack.sim.cancel_requests()]
+    assert 429 in statuses  # DLI's gateway did throttle: the pace was learnt, not given
+    assert statuses.count(200) == len(jobs)
+
+
 def test_flink_and_spark_over_http(stack: LocalStack) -> None:
     flink = stack.sim.add_flink_job(PROJECT_ID)
     batch = stack.sim.add_spark_batch(PROJECT_ID)

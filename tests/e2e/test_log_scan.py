@@ -152,9 +152,8 @@ def run_scenario(scan: Scan) -> list[dict[str, Any]]:
 
     refused = sim.submit_sql_job(PROJECT_ID)
     answer = session.post(scan.wrong.url, json={"event_type": "job-timeout", "job_id": refused})
-    assert answer.status_code == 200
-    [result] = answer.json()["results"]
-    assert (result["outcome"], result["http_status"]) == ("rejected", 401)
+    assert answer.status_code == 503  # refused credentials: a configuration fault, retried
+    assert "DLI.0014" in answer.text
     scan.texts.append(answer.text)
     sim.add_fault(Fault(count=2, status=503, body=ECHO_BODY, path_contains=refused))
     retry = session.post(scan.wrong.url, json={"event_type": "job-timeout", "job_id": refused})
@@ -166,9 +165,9 @@ def run_scenario(scan: Scan) -> list[dict[str, Any]]:
     assert sim.job_status(PROJECT_ID, by_token) == "CANCELLED"
     assert sim.issued_tokens(), "token auth was used"
 
-    # good, bad, failed (aksk); rejected (http); cancelled (token); one warm-up per server
-    messages = scan.pubsub.pull(scan.subscription, 8, timeout_s=20)
-    assert len(messages) == 8
+    # good, bad, failed (aksk); cancelled (token); one warm-up per server
+    messages = scan.pubsub.pull(scan.subscription, 7, timeout_s=20)
+    assert len(messages) == 7
     return [message.json() for message in messages]
 
 
@@ -198,7 +197,7 @@ def test_no_secret_in_logs_results_answers_or_exceptions(scan: Scan) -> None:
 
     outcomes = sorted(r["outcome"] for r in results)
     assert outcomes.count("invalid_event") == 4  # the bad event and three warm-ups
-    assert {"cancelled", "failed", "rejected"} <= set(outcomes)
+    assert {"cancelled", "failed"} <= set(outcomes)
     [failed] = [r for r in results if r["outcome"] == "failed"]
     assert "[REDACTED]" in failed["message"]  # DLI's text is kept, the secrets are not
 
@@ -225,7 +224,7 @@ def test_no_secret_in_logs_results_answers_or_exceptions(scan: Scan) -> None:
         assert "Traceback" not in server.output()
         assert all(line.startswith("{") for line in server.output().splitlines())
     # and the scan did see what it looked for
-    assert "rejected" in places["http server output"]
+    assert "configuration fault" in places["http server output"]
     assert "transient DLI fault" in places["aksk server output"]
 
 
@@ -271,13 +270,17 @@ def test_lines_carry_the_events_trace_and_labels_once_each(scan: Scan) -> None:
         headers={"X-Cloud-Trace-Context": f"{CLOUD_TRACE_ID}/255;o=1"},
         timeout=30,
     )
-    assert answer.status_code == 200, answer.text
-    [result] = answer.json()["results"]
-    record = wait_for_line(scan.wrong, f"job {refused}: rejected")
+    assert answer.status_code == 503, answer.text  # refused credentials: retried
+    [record] = [
+        r
+        for r in map(json.loads, scan.wrong.output().splitlines())
+        if r.get("job_id") == refused and r.get("outcome") == "retry"
+    ]
+    assert record["severity"] == "ERROR" and "configuration fault" in record["message"]
     assert record["logging.googleapis.com/trace"] == f"{trace}/{CLOUD_TRACE_ID}"
     assert record["logging.googleapis.com/spanId"] == "00000000000000ff"
     assert record["logging.googleapis.com/labels"] == {
-        "event_id": result["source_event_id"],
+        "event_id": record["event_id"],
         "job_id": refused,
     }
 

@@ -321,6 +321,40 @@ def test_throttling_fault_and_path_filter(sim: Simulator) -> None:
     assert signed(sim.base_url, "GET", f"/v2.0/{PID}/batches").status_code == 200
 
 
+def test_rate_limit_answers_429_with_retry_after_like_the_gateway(sim: Simulator) -> None:
+    jobs = [sim.submit_sql_job(PID) for _ in range(30)]
+    sim.set_rate_limit(2)
+    session = requests.Session()
+
+    answers = [cancel(sim, job_id, session=session) for job_id in jobs]
+    token = issue_token(sim)
+
+    throttled = [a for a in answers if a.status_code == 429]
+    passed = [j for j, a in zip(jobs, answers, strict=True) if a.status_code == 200]
+    # 30 quick requests do not spread over 15 seconds: some are over the limit of 2
+    assert throttled and len(passed) + len(throttled) == len(jobs)
+    assert {a.headers["Retry-After"] for a in throttled} == {"1"}
+    assert {a.json()["error_code"] for a in throttled} == {"APIGW.0308"}
+    assert [sim.job_status(PID, j) for j in jobs] == [
+        "CANCELLED" if j in passed else "RUNNING" for j in jobs
+    ]
+    assert token.status_code == 201  # IAM is not behind DLI's gateway limit
+    sim.set_rate_limit(None)
+    assert all(cancel(sim, j, session=session).status_code != 429 for j in jobs)
+
+
+def test_rate_limit_is_set_through_the_admin_api(sim: Simulator) -> None:
+    job_ids = [sim.submit_sql_job(PID) for _ in range(10)]
+    config = f"{sim.base_url}/_sim/config"
+    assert requests.post(config, json={"rate_limit_per_s": 1}, timeout=10).ok
+
+    statuses = [cancel(sim, job_id).status_code for job_id in job_ids]
+
+    assert 429 in statuses
+    assert requests.post(config, json={"rate_limit_per_s": 0}, timeout=10).ok
+    assert signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs").status_code == 200
+
+
 def test_drop_fault_closes_the_connection(sim: Simulator) -> None:
     job_id = sim.submit_sql_job(PID)
     sim.add_fault(Fault(drop=True))
@@ -336,6 +370,69 @@ def test_non_json_body_fault(sim: Simulator) -> None:
     answer = signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs")
     assert answer.status_code == 502 and answer.text == "<html>bad gateway</html>"
     assert answer.headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (Fault(status=400, error_code="DLI.0999"), 400, "DLI.0999"),
+        (Fault(status=404, error_code="APIG.0101"), 404, "APIG.0101"),
+        (Fault(status=401), 401, "DLI.0013"),
+        (Fault(status=403), 403, "DLI.0003"),
+        (Fault(status=409), 409, "DLI.0001"),
+        (Fault(status=500), 500, "DLI.0999"),
+    ],
+    ids=["dli-0999-with-400", "gateway-404", "401", "403", "409", "500"],
+)
+def test_error_code_fault(sim: Simulator, fault: Fault, status: int, code: str) -> None:
+    sim.add_fault(fault)
+    answer = signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs")
+    assert answer.status_code == status
+    assert answer.json() == {"error_code": code, "error_msg": "Simulated fault."}
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"is_success": false, "error_code": 12}', '{"error_code": {"a": [1]}}', "[1, 2]", "null"],
+)
+def test_json_body_fault_of_any_type_and_shape(sim: Simulator, body: str) -> None:
+    sim.add_fault(Fault(status=200, body=body, content_type="application/json"))
+    answer = signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs")
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
+    assert answer.json() == json.loads(body)
+
+
+def list_page(sim: Simulator, page: int, size: int = 100, state: str = "RUNNING") -> Any:
+    query = [("current-page", str(page)), ("job-status", state), ("page-size", str(size))]
+    query.append(("queue_name", "capped"))
+    answer = signed(sim.base_url, "GET", f"/v1.0/{PID}/jobs", query=query)
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_page_cap_serves_fewer_jobs_per_page_than_asked(sim: Simulator) -> None:
+    jobs = sim.add_sql_jobs(PID, 120, queue_name="capped")
+    sim.set_page_cap(50)
+    pages = [list_page(sim, n) for n in (1, 2, 3, 4)]
+    assert [len(p["jobs"]) for p in pages] == [50, 50, 20, 0]
+    assert {p["job_count"] for p in pages} == {120}
+    assert sorted(j["job_id"] for p in pages for j in p["jobs"]) == sorted(jobs)
+    assert admin(sim, "POST", "config", {"page_cap": None}).ok
+    assert len(list_page(sim, 1)["jobs"]) == 100
+    assert admin(sim, "POST", "config", {"page_cap": 7}).ok
+    assert len(list_page(sim, 1, size=5)["jobs"]) == 5  # a smaller page asked: served
+
+
+def test_a_job_moves_on_right_after_the_next_listing(sim: Simulator) -> None:
+    [job] = sim.add_sql_jobs(PID, 1, queue_name="capped", status="LAUNCHING")
+    sim.move_after_next_listing(PID, job, "RUNNING")
+    assert list_page(sim, 1, state="RUNNING")["jobs"] == []  # answered before the move
+    assert sim.job_status(PID, job) == "RUNNING"
+    assert list_page(sim, 1, state="LAUNCHING")["jobs"] == []
+    assert [j["job_id"] for j in list_page(sim, 1, state="RUNNING")["jobs"]] == [job]
+    assert admin(sim, "POST", "moves", {"project_id": PID, "job_id": job, "status": "SCALING"}).ok
+    list_page(sim, 1)
+    assert sim.job_status(PID, job) == "SCALING"
 
 
 def test_delay_only_fault_then_normal_answer(sim: Simulator) -> None:

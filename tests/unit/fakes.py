@@ -18,8 +18,10 @@ from typing import Any
 from cancel_handler.approvals import KeyFile
 from cancel_handler.config import load_settings
 from cancel_handler.dli.errors import (
+    AuthRefused,
     CredentialsUnavailable,
     DliRefused,
+    Misconfigured,
     TransientFailure,
 )
 from cancel_handler.dli.types import CallOutcome, JobRef
@@ -50,6 +52,15 @@ def transient(code: str = "DLI_HTTP_503", attempts: int = 3) -> TransientFailure
 
 def credentials_missing() -> CredentialsUnavailable:
     return CredentialsUnavailable("DLI_CREDENTIALS_FILE /secrets/dli.json unreadable: gone")
+
+
+def misconfigured(code: str = "DLI.0014", status: int = 401) -> Misconfigured:
+    """A refused authentication (DLI's 401 after one refresh) or the gateway's 404."""
+    return Misconfigured(code, "DLI refused the credentials (HTTP 401)", 2, status, "req-401")
+
+
+def iam_refused() -> AuthRefused:
+    return AuthRefused(401, "IAM_HTTP_401", "The username or password is wrong.")
 
 
 def refused(code: str = "DLI.0003", status: int = 400) -> DliRefused:

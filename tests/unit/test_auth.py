@@ -25,6 +25,7 @@ from cancel_handler.config import (
 )
 from cancel_handler.dli import auth
 from cancel_handler.dli.auth import (
+    IAM_REFUSAL_PAUSE_S,
     AkSkAuth,
     Call,
     EnvCredentials,
@@ -437,9 +438,44 @@ def test_threads_waiting_for_a_failed_fetch_share_its_failure(
     assert all(isinstance(r, error) for r in results)
     assert len({id(r) for r in results}) == 20  # each thread raises its own instance
     assert len(iam.calls) == 1
-    with pytest.raises(error):
-        tokens.token(PID)  # a later request asks IAM again
+
+
+def test_a_later_request_asks_iam_again_after_an_outage() -> None:
+    iam = FakeIam(lambda n: make_response(503, {"error": {"code": 503}}))
+    tokens = token_auth(iam)
+    for _ in range(2):
+        with pytest.raises(TransientFault):
+            tokens.token(PID)
     assert len(iam.calls) == 2
+
+
+def test_after_iam_refuses_the_password_it_is_asked_again_once_per_minute() -> None:
+    """SPEC 5.1: a retry storm would lock the account. Every request of the instance (any
+    project, any thread) shares the refusal until IAM_REFUSAL_PAUSE_S has passed."""
+    clock = Clock(1000.0)
+    refusal = {"error": {"code": 401, "message": "The username or password is wrong."}}
+    answers = [make_response(401, refusal), make_response(401, refusal)]
+    iam = FakeIam(lambda n: answers[n - 1] if n <= 2 else token_response("token-3"))
+    tokens = token_auth(iam, clock)
+    for second in range(60):  # one request a second, alternating projects, for a minute
+        clock.now = 1000.0 + second
+        with pytest.raises(AuthRefused) as raised:
+            tokens.token(PID if second % 2 else PID2)
+        assert (raised.value.error_code, raised.value.http_status) == ("IAM_HTTP_401", 401)
+        assert "wrong" in raised.value.message
+    assert len(iam.calls) == 1
+    assert all(isinstance(r, AuthRefused) for r in _in_threads(20, lambda: tokens.token(PID)))
+    assert len(iam.calls) == 1  # twenty threads at 1059 s: still the same refusal
+    clock.now = 1000.0 + IAM_REFUSAL_PAUSE_S
+    with pytest.raises(AuthRefused):
+        tokens.token(PID)  # a minute later: IAM is asked again (and refuses again)
+    assert len(iam.calls) == 2
+    clock.now += IAM_REFUSAL_PAUSE_S - 1
+    with pytest.raises(AuthRefused):
+        tokens.token(PID)
+    clock.now += 1
+    assert tokens.token(PID) == "token-3"  # the password was fixed meanwhile
+    assert len(iam.calls) == 3
 
 
 def test_renewal_in_the_margin_does_not_hold_up_other_threads() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+from uuid import NAMESPACE_OID, uuid5
 
 import pytest
 import urllib3
@@ -22,6 +23,7 @@ from cancel_handler.dli.errors import (
     CredentialsUnavailable,
     DliRefused,
     DliUnavailable,
+    Misconfigured,
     TransientFailure,
     TransientFault,
 )
@@ -149,12 +151,19 @@ def client_for(
 ) -> DliClient:
     settings = {"max_attempts": 3, "timeout_s": 5.0, "base_delay_s": 0.5, "max_delay_s": 10.0}
     auth = auth or AkSkAuth(EnvCredentials(Secret(AK), Secret(SK), None))
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:  # recorded, and the client's clock moves on
+        waits.append(seconds)
+        now[0] += seconds
+
     return DliClient(
         ENDPOINT,
         auth,
         RetryPolicy(**{**settings, **policy}),
         dli,
-        sleep=waits.append,
+        sleep=sleep,
+        clock=lambda: now[0],
     )
 
 
@@ -258,19 +267,137 @@ def test_a_state_read_that_finds_no_job_is_not_found(dli: RecordedDli, client: D
     assert (outcome.outcome, outcome.error_code) == ("not_found", "DLI.0001")
 
 
-def test_a_refused_signature_is_rejected_without_a_state_read(
+def test_a_refused_signature_is_a_configuration_fault_without_a_state_read(
     dli: RecordedDli, client: DliClient
 ) -> None:
     dli.on("DELETE", SQL_PATH, dli_error(401, "DLI.0014", "Service authentication errors"))
 
+    with pytest.raises(Misconfigured) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    fault = raised.value
+    assert fault.ages_out  # delivered again while young, ``failed`` when old
+    assert (fault.error_code, fault.http_status, fault.attempts) == ("DLI.0014", 401, 1)
+    assert fault.request_id == "req-err" and "Service authentication errors" in fault.message
+    assert len(dli.sent) == 1  # environment credentials: nothing to re-read, no retry
+
+
+class Refreshing(Auth):
+    """An ``Auth`` whose credentials a 401 makes it renew (a rotated file, a new token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshes = 0
+
+    def after_unauthorized(self, call: Call) -> bool:
+        self.refreshes += 1
+        return True
+
+
+def test_a_401_is_believed_after_one_credential_refresh(
+    dli: RecordedDli, waits: list[float]
+) -> None:
+    auth = Refreshing()
+    client = client_for(dli, waits, auth)
+    dli.on("DELETE", SQL_PATH, dli_error(401, "DLI.0015", "The token has expired."))
+
+    with pytest.raises(Misconfigured) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    assert (raised.value.error_code, raised.value.http_status) == ("DLI.0015", 401)
+    assert (auth.refreshes, len(dli.sent), raised.value.attempts) == (1, 2, 2)
+    assert waits == []  # a configuration fault is not retried with backoff
+
+
+def test_a_401_that_a_refresh_cures_is_a_cancel(dli: RecordedDli, waits: list[float]) -> None:
+    client = client_for(dli, waits, Refreshing())
+    dli.on(
+        "DELETE", SQL_PATH, dli_error(401, "DLI.0015", "expired"), Reply(200, {"is_success": True})
+    )
+
     outcome = client.cancel(JobRef(PID, JOB))
 
-    assert (outcome.outcome, outcome.http_status, outcome.error_code) == (
-        "rejected",
-        401,
-        "DLI.0014",
-    )
-    assert len(dli.sent) == 1  # environment credentials: nothing to re-read, no retry
+    assert (outcome.outcome, outcome.attempts) == ("cancelled", 2)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        dli_error(404, "APIG.0101", "The API does not exist or has not been published"),
+        Reply(404, b"<html><body>404 Not Found</body></html>"),
+        Reply(404, {}),
+    ],
+    ids=["gateway-code", "html", "no-code"],
+)
+def test_a_404_without_a_dli_code_is_a_configuration_fault_not_a_missing_job(
+    dli: RecordedDli, client: DliClient, waits: list[float], reply: Reply
+) -> None:
+    dli.on("DELETE", SQL_PATH, reply)
+
+    with pytest.raises(Misconfigured) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    code = reply.body["error_code"] if isinstance(reply.body, dict) and reply.body else None
+    assert (raised.value.error_code, raised.value.http_status) == (code or "DLI_HTTP_404", 404)
+    assert "DLI_ENDPOINT" in raised.value.message
+    assert dli.paths() == [("DELETE", SQL_PATH)] and waits == []  # no retry, no state read
+
+
+def test_a_state_read_that_only_the_gateway_answers_404_is_no_missing_job(
+    dli: RecordedDli, client: DliClient
+) -> None:
+    dli.on("DELETE", SQL_PATH, dli_error(400, "DLI.0001", "Parameter check errors"))
+    dli.on("GET", SQL_PATH + "/status", dli_error(404, "APIG.0101", "no such API"))
+
+    with pytest.raises(Misconfigured):
+        client.cancel(JobRef(PID, JOB))
+
+
+def test_dli_0999_with_400_is_retried_like_a_5xx(
+    dli: RecordedDli, client: DliClient, waits: list[float]
+) -> None:
+    dli.on("DELETE", SQL_PATH, dli_error(400, "DLI.0999", "Server-side errors"))
+
+    with pytest.raises(TransientFailure) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    assert (raised.value.error_code, raised.value.http_status) == ("DLI.0999", 400)
+    assert raised.value.attempts == 3 and len(waits) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"is_success": False, "error_code": 500, "message": "odd"},
+        {"is_success": False, "error_code": {"code": "DLI.0002"}},
+        {"is_success": "yes"},
+        {"message": "no flag at all"},
+        ["is_success"],
+    ],
+    ids=["numeric-code", "object-code", "odd-flag", "no-flag", "list"],
+)
+def test_a_200_of_an_unexpected_shape_is_a_bad_reply_retried(
+    dli: RecordedDli, client: DliClient, waits: list[float], body: Any
+) -> None:
+    dli.on("DELETE", SQL_PATH, Reply(200, body))
+
+    with pytest.raises(TransientFailure) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    assert (raised.value.error_code, raised.value.http_status) == ("DLI_BAD_REPLY", 200)
+    assert raised.value.attempts == 3 and len(waits) == 2
+
+
+def test_a_state_answer_without_a_state_is_no_missing_job(
+    dli: RecordedDli, client: DliClient
+) -> None:
+    dli.on("DELETE", SQL_PATH, dli_error(400, "DLI.0001", "Parameter check errors"))
+    dli.on("GET", SQL_PATH + "/status", Reply(200, {"is_success": True, "message": ""}))
+
+    with pytest.raises(TransientFailure) as raised:
+        client.cancel(JobRef(PID, JOB))
+
+    assert raised.value.error_code == "DLI_BAD_REPLY"
 
 
 # -- Spark and Flink -------------------------------------------------------------------------
@@ -361,7 +488,7 @@ def test_retry_after_of_a_429_is_honoured_up_to_the_cap(
             503,
         ),
         (Reply(429, {"error_code": "APIGW.0308", "error_msg": "throttled"}), "DLI_HTTP_429", 429),
-        (Reply(200, b"<html>gateway</html>"), "DLI_HTTP_200", 200),
+        (Reply(200, b"<html>gateway</html>"), "DLI_BAD_REPLY", 200),
         (NewConnectionError(None, "Connection refused"), "DLI_UNREACHABLE", None),
         (ReadTimeoutError(None, ENDPOINT, "Read timed out."), "DLI_TIMEOUT", None),
     ],
@@ -432,17 +559,17 @@ def test_an_iam_outage_is_retried_like_dlis_own(dli: RecordedDli, waits: list[fl
     assert (outcome.outcome, outcome.attempts) == ("cancelled", 2)
 
 
-def test_a_password_iam_refuses_is_a_rejected_cancel(dli: RecordedDli, waits: list[float]) -> None:
+def test_a_password_iam_refuses_is_a_configuration_fault(
+    dli: RecordedDli, waits: list[float]
+) -> None:
     client = client_for(dli, waits, Auth(AuthRefused(401, "IAM_HTTP_401", "wrong password")))
 
-    outcome = client.cancel(JobRef(PID, JOB))
+    with pytest.raises(Misconfigured) as raised:
+        client.cancel(JobRef(PID, JOB))
 
-    assert (outcome.outcome, outcome.error_code, outcome.http_status) == (
-        "rejected",
-        "IAM_HTTP_401",
-        401,
-    )
-    assert dli.sent == []
+    assert raised.value.ages_out
+    assert (raised.value.error_code, raised.value.http_status) == ("IAM_HTTP_401", 401)
+    assert dli.sent == [] and waits == []
 
 
 def test_unreadable_credentials_are_not_retried_here(dli: RecordedDli, waits: list[float]) -> None:
@@ -474,8 +601,10 @@ def test_job_state_refused_raises_dli_refused(dli: RecordedDli, client: DliClien
 
 
 def listed(queue: str, status: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+    """``count`` listed SQL jobs; the same arguments give the same (UUID) ids."""
     return [
-        {"job_id": f"{status.lower()}-{n}", "queue_name": queue, "status": status}
+        {"job_id": str(uuid5(NAMESPACE_OID, f"{queue}/{status}/{n}")), "queue_name": queue}
+        | {"status": status}
         for n in range(start, start + count)
     ]
 
@@ -499,9 +628,9 @@ def test_listing_follows_pages_to_the_total_and_keeps_only_active_jobs_of_the_qu
 
     found = client.list_active_sql_jobs(PID, "etl")
 
-    assert found == [j["job_id"] for j in running] + ["launching-0"]
+    assert found == [listed("etl", "LAUNCHING", 1)[0]["job_id"]] + [j["job_id"] for j in running]
     asked = [(s.query["job-status"], s.query["current-page"]) for s in dli.sent]
-    assert asked == [("RUNNING", "1"), ("RUNNING", "2"), ("LAUNCHING", "1"), ("SCALING", "1")]
+    assert asked == [("LAUNCHING", "1"), ("RUNNING", "1"), ("RUNNING", "2"), ("SCALING", "1")]
     assert {s.query["queue_name"] for s in dli.sent} == {"etl"}
     assert {s.query["page-size"] for s in dli.sent} == {"100"}
 
@@ -514,7 +643,7 @@ def test_listing_follows_pages_to_the_total_and_keeps_only_active_jobs_of_the_qu
             "DLI.0002",
             "There is no queue named etl",
         ),
-        (Reply(200, {"is_success": False, "message": "denied"}), "DLI_HTTP_200", ""),
+        (Reply(200, {"is_success": False, "message": "denied"}), "DLI_HTTP_200", "denied"),
     ],
     ids=["error-body", "is_success-false"],
 )
@@ -527,3 +656,70 @@ def test_a_refused_listing_raises_dli_refused(
         client.list_active_sql_jobs(PID, "etl")
 
     assert (raised.value.error_code, raised.value.message) == (code, message)
+
+
+def serving(jobs: dict[str, list[dict[str, Any]]], cap: int, total: bool = True) -> Route:
+    """A listing route that serves at most ``cap`` jobs per page, whatever page-size asks."""
+
+    def answer(query: dict[str, str]) -> Reply:
+        page, found = int(query["current-page"]), jobs.get(query["job-status"], [])
+        body: dict[str, Any] = {"is_success": True, "jobs": found[(page - 1) * cap : page * cap]}
+        if total:
+            body["job_count"] = len(found)
+        return Reply(200, body)
+
+    return answer
+
+
+@pytest.mark.parametrize("total", [True, False], ids=["with-job_count", "without-total"])
+def test_a_dli_serving_50_per_page_lists_all_120(
+    dli: RecordedDli, client: DliClient, total: bool
+) -> None:
+    running = listed("etl", "RUNNING", 120)
+    dli.routes[("GET", LIST_PATH)] = serving({"RUNNING": running}, cap=50, total=total)
+
+    found = client.list_active_sql_jobs(PID, "etl")
+
+    assert found == [j["job_id"] for j in running]
+    pages = [s.query["current-page"] for s in dli.sent if s.query["job-status"] == "RUNNING"]
+    # to the total (1, 2, 3), or without one to the first empty page (4)
+    assert pages == (["1", "2", "3"] if total else ["1", "2", "3", "4"])
+
+
+def test_a_job_that_moves_on_between_two_listings_is_still_seen(
+    dli: RecordedDli, client: DliClient
+) -> None:
+    jobs = {"LAUNCHING": listed("etl", "LAUNCHING", 1)}
+    moving = jobs["LAUNCHING"][0]
+    inner = serving(jobs, cap=100)
+
+    def answer(query: dict[str, str]) -> Reply:
+        reply = inner(query)
+        # it starts running right after the first listing request, whichever state it asked
+        jobs["LAUNCHING"], jobs["RUNNING"] = [], [{**moving, "status": "RUNNING"}]
+        return reply
+
+    dli.routes[("GET", LIST_PATH)] = answer
+
+    assert client.list_active_sql_jobs(PID, "etl") == [moving["job_id"]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"is_success": True, "job_count": 3, "jobs": {"a": 1}},
+        {"is_success": True, "job_count": "3", "jobs": []},
+        {"is_success": "maybe", "jobs": []},
+        ["jobs"],
+    ],
+    ids=["jobs-not-a-list", "total-not-a-count", "odd-flag", "not-an-object"],
+)
+def test_a_listing_page_of_the_wrong_structure_is_a_bad_reply(
+    dli: RecordedDli, client: DliClient, body: Any
+) -> None:
+    dli.on("GET", LIST_PATH, Reply(200, body))
+
+    with pytest.raises(TransientFailure) as raised:
+        client.list_active_sql_jobs(PID, "etl")
+
+    assert (raised.value.error_code, raised.value.attempts) == ("DLI_BAD_REPLY", 3)

@@ -20,7 +20,9 @@ from tests.unit.fakes import (
     Unit,
     credentials_missing,
     delivery,
+    iam_refused,
     job_id,
+    misconfigured,
     refused,
     transient,
 )
@@ -289,6 +291,70 @@ def test_unreadable_credentials_while_listing_make_the_event_come_again(
     assert unit.published == [] and unit.dli.called("cancel") == []
 
 
+# -- configuration faults DLI or IAM reports: retried while young, failed when old -------------
+
+CONFIG_FAULTS = {
+    "dli-401": (misconfigured, "DLI.0014", 401),
+    "gateway-404": (lambda: misconfigured("APIG.0101", 404), "APIG.0101", 404),
+    "iam-refused": (iam_refused, "IAM_HTTP_401", 401),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CONFIG_FAULTS))
+def test_a_configuration_fault_on_a_young_event_comes_again_without_a_result(fault: str) -> None:
+    make, code, _ = CONFIG_FAULTS[fault]
+    unit = Unit()
+    ok, hit = job_id(), job_id()
+    unit.dli.cancels[hit] = make()
+
+    with pytest.raises(RetryLater) as raised:
+        handler.process(delivery(budget(ok, hit), "budget-exceeded"), unit.runtime)
+
+    assert "configuration fault" in str(raised.value) and code in str(raised.value)
+    assert {job: r["outcome"] for job, r in unit.by_job().items()} == {ok: "cancelled"}
+
+
+@pytest.mark.parametrize("fault", sorted(CONFIG_FAULTS))
+def test_a_configuration_fault_on_an_old_event_publishes_failed_with_the_code(fault: str) -> None:
+    make, code, status = CONFIG_FAULTS[fault]
+    unit = Unit()
+    ok, hit = job_id(), job_id()
+    unit.dli.cancels[hit] = make()
+
+    handler.process(delivery(budget(ok, hit), "budget-exceeded", age_s=OLD_S), unit.runtime)
+
+    results = unit.by_job()
+    assert results[ok]["outcome"] == "cancelled"
+    failed = results[hit]
+    assert (failed["outcome"], failed["error_code"], failed["http_status"]) == (
+        "failed",
+        code,
+        status,
+    )
+    assert failed["is_success"] is False
+
+
+@pytest.mark.parametrize("age_s", [None, OLD_S], ids=["young", "old"])
+def test_a_configuration_fault_while_listing_is_no_rejected_queue(age_s: float | None) -> None:
+    unit = Unit()
+    explicit = job_id()
+    unit.dli.listings["etl"] = iam_refused()
+    event = delivery(budget(explicit, queues=("etl",)), "budget-exceeded", age_s=age_s)
+
+    if age_s is None:
+        with pytest.raises(RetryLater):
+            handler.process(event, unit.runtime)
+        assert unit.published == []
+    else:
+        handler.process(event, unit.runtime)
+        outcomes = {(r["job_id"] or r["queue_name"]): r["outcome"] for r in unit.published}
+        assert outcomes == {explicit: "failed", "etl": "failed"}
+        assert {(r["error_code"], r["http_status"]) for r in unit.published} == {
+            ("IAM_HTTP_401", 401)
+        }
+    assert unit.dli.called("cancel") == []
+
+
 # -- publishing ------------------------------------------------------------------------------
 
 
@@ -471,3 +537,23 @@ def test_more_listed_jobs_than_the_limit_is_invalid_and_nothing_is_cancelled() -
     assert result["outcome"] == "invalid_event"
     assert "MAX_JOBS_PER_EVENT=2" in result["message"]
     assert unit.dli.called("cancel") == []
+
+
+def test_a_configuration_fault_reading_a_notifications_job_leaves_the_cancel_to_report_it() -> None:
+    job = job_id()
+    unit = Unit({"BUDGET_TARGETS": json.dumps({"b-gateway": {"job_ids": [job]}})})
+    unit.dli.states[job] = misconfigured("APIG.0101", 404)
+    unit.dli.cancels[job] = misconfigured("APIG.0101", 404)
+    notification = {"costAmount": 1043.2, "budgetAmount": 1000.0, "currencyCode": "EUR"}
+    attributes = {"budgetId": "b-gateway", "billingAccountId": "acct", "schemaVersion": "1.0"}
+    event = delivery(notification, "budget-exceeded", attributes=attributes, age_s=OLD_S)
+
+    handler.process(event, unit.runtime)
+
+    [result] = unit.published
+    assert (result["outcome"], result["error_code"], result["http_status"]) == (
+        "failed",
+        "APIG.0101",
+        404,
+    )
+    assert unit.dli.called("cancel") == [job]

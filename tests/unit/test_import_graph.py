@@ -40,7 +40,8 @@ FUNCTION_LAYERS: list[set[str]] = [
     {"results", "dli", "errors"},
     {"config"},
     {"approvals"},
-    {"logs", "jsonbody", "limits"},
+    {"limits"},
+    {"logs", "jsonbody"},
 ]
 RANK = {name: len(FUNCTION_LAYERS) - i for i, names in enumerate(FUNCTION_LAYERS) for name in names}
 

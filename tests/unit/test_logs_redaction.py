@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import secrets
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from werkzeug.exceptions import NotFound
 
 from cancel_handler import entry, handler, logs
@@ -152,6 +155,28 @@ def test_words_that_only_mention_authorization_are_kept() -> None:
     text = "Authorization failed for the request; see X-Auth-Token docs"
 
     assert logs.redact(text) == text
+
+
+_HEADER_WORDS = ["Authorization", "x-auth-token", "X-SUBJECT-TOKEN", "X-Security-Token", "Host"]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*_HEADER_WORDS, ":", "=", " ", "'", '"', "\\", "\n", ", "]),
+            st.text(max_size=8),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_redact_masks_exactly_what_a_full_scan_of_every_text_masks(text: str) -> None:
+    """``redact`` skips the header scan for a text without ':' or '=' (no header value can
+    follow a name without one): the same output as scanning every text."""
+    expected = re.sub(logs._AUTH_HEADER, logs._mask_header, text, flags=re.IGNORECASE)
+    for registered in sorted(logs._secrets, key=len, reverse=True):
+        expected = expected.replace(registered, logs.REDACTED)
+
+    assert logs.redact(text) == expected
 
 
 def test_exception_text_and_stack_trace_are_masked() -> None:
