@@ -118,20 +118,31 @@ class PushRelay:
         self.stack.emulator.delete_subscription(self.subscription)
 
 
-def bench_fanout(stack: Stack, jobs: int = 2000) -> Row:
+def fanout_setup(
+    stack: Stack, jobs: int, name: str, threads: int
+) -> tuple[str, str, dict[str, str]]:
+    """The fan-out topic, a pull subscription on the results, a queue of ``jobs`` active jobs
+    and the function's environment for two instances sharing them: ``(subscription, queue,
+    env)``."""
     emulator = stack.emulator
     emulator.create_topic(FANOUT_TOPIC)
     results_sub = emulator.create_pull_subscription(
-        f"fanout-results-{uuid.uuid4().hex[:6]}", RESULT_TOPIC
+        f"{name}-results-{uuid.uuid4().hex[:6]}", RESULT_TOPIC
     )
-    queue = f"fan{uuid.uuid4().hex[:6]}"
+    queue = f"{name}{uuid.uuid4().hex[:6]}"
     stack.add_jobs(jobs, queue)
     env = stack.function_env(
         FANOUT_TOPIC=emulator.topic_path(FANOUT_TOPIC),
         FANOUT_THRESHOLD="100",
         MAX_JOBS_PER_EVENT=str(jobs),
-        THREADS="8",
+        THREADS=str(threads),
     )
+    return results_sub, queue, env
+
+
+def bench_fanout(stack: Stack, jobs: int = 2000) -> Row:
+    emulator = stack.emulator
+    results_sub, queue, env = fanout_setup(stack, jobs, "fan", threads=8)
     first_server = server(MAIN, "cancel_dli_job", env)
     with first_server as first, server(MAIN, "cancel_dli_job", env) as second:
         for s in (first, second):

@@ -12,13 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bench.fanout import FANOUT_TOPIC, PushRelay, RoundRobinProxy, push_envelope
+from bench.fanout import FANOUT_TOPIC, PushRelay, RoundRobinProxy, fanout_setup, push_envelope
 from bench.report import Row
 from bench.stack import (
     APPS,
     MAIN,
     PROJECT_ID,
-    RESULT_TOPIC,
     Stack,
     post_cloud_event,
     probe,
@@ -119,18 +118,7 @@ def bench_rate_fanout(stack: Stack, limit: int, threads: int = 32) -> Row:
     Retry-After); Pub/Sub's push stood in for by ``PushRelay``, Cloud Run's front end by the
     proxy."""
     emulator = stack.emulator
-    emulator.create_topic(FANOUT_TOPIC)
-    results_sub = emulator.create_pull_subscription(
-        f"rate-results-{uuid.uuid4().hex[:6]}", RESULT_TOPIC
-    )
-    queue = f"rfan{uuid.uuid4().hex[:6]}"
-    stack.add_jobs(BULK_JOBS, queue)
-    env = stack.function_env(
-        FANOUT_TOPIC=emulator.topic_path(FANOUT_TOPIC),
-        FANOUT_THRESHOLD="100",
-        MAX_JOBS_PER_EVENT=str(BULK_JOBS),
-        THREADS=str(threads),
-    )
+    results_sub, queue, env = fanout_setup(stack, BULK_JOBS, "rfan", threads)
     with (
         server(MAIN, "cancel_dli_job", env) as first,
         server(MAIN, "cancel_dli_job", env) as second,
